@@ -1,0 +1,155 @@
+"""DepthGait (Li et al., ACM MM 2025, arXiv 2508.03397), over OpenGait's DeepGaitV2 encoder.
+
+    silhouettes ─ DeepGaitV2 encoder ─┐ F_s (every stage)
+                                      ├─ fusion (MCF) ─ X_f ─(+ F_sd)─ Y_f ─► next stage … ─► TP ─► HPP ─► FCs ─► BNNeck
+    depth       ─ DeepGaitV2 encoder ─┘ F_d
+
+Per stage i (§3.4, eqs. 1-6):
+    F_t = concat(F_s, F_d)                                  (1)
+    L_S = PW(Γ(Conv3x3(Γ(PW(F_t)))))   local branch         (2)
+    G_S = PW(Γ(Conv5x5(Γ(PW(F_t)))))   global branch        (3)
+    W   = softmax over the two modalities of (L_S + G_S)    (4)
+    X_f = F_s · W0 + F_d · W1                               (5)
+    Y_f = X_f + F_sd                                        (6)
+
+How we read F_sd ("cross-level"): after the first fusion the two modality streams continue as one fused
+stream. F_sd at stage i is that fused stream's previous output Y_f(i-1) carried through stage i's own
+residual blocks (same block type, stride and channels as the encoders' stage i), so that the fused
+representation keeps being refined level by level while each level re-injects freshly fused modality
+features. At the first stage there is no earlier level and Y_f = X_f. Setting `cross_level: false` fuses
+each stage independently and keeps only the last one (an ablation).
+
+Variants (Tables 5-8): silhouette-only and depth-only run one encoder; plus / concat / attention
+(single-scale: local branch only) / mcf differ only in how X_f is formed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.config import ModelConfig
+from model.modules import (
+    BasicBlock2D,
+    HorizontalPyramidPooling,
+    ModalityWeights,
+    PerFrame,
+    SeparateBNNecks,
+    SeparateFCs,
+    conv3x3,
+    make_stage,
+    temporal_max_pool,
+)
+
+# DeepGaitV2's spatial strides per stage for 64x44 inputs: 64x44 -> 64x44 -> 32x22 -> 16x11 -> 16x11,
+# so HPP's 16 bins are one row each.
+STAGE_STRIDES = (1, 2, 2, 1)
+
+
+class DeepGaitV2Encoder(nn.Module):
+    """Stem (3x3 conv, per frame) and four stages; stage 0 is 2D, the others use cfg.block."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        ch = cfg.channels
+        self.stem = PerFrame(nn.Sequential(conv3x3(1, ch[0]), nn.BatchNorm2d(ch[0]), nn.ReLU(inplace=True)))
+        stages = [PerFrame(nn.Sequential(*[BasicBlock2D(ch[0], ch[0]) for _ in range(cfg.layers[0])]))]
+        for i in range(1, 4):
+            stages.append(make_stage(cfg.block, ch[i - 1], ch[i], cfg.layers[i], STAGE_STRIDES[i]))
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+
+class ModalityFusion(nn.Module):
+    """X_f from one stage's (F_s, F_d), frame by frame."""
+
+    def __init__(self, variant: str, channels: int, reduction: int):
+        super().__init__()
+        self.variant = variant
+        if variant == "concat":
+            self.project = nn.Sequential(nn.Conv2d(2 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+        elif variant in ("attention", "mcf"):
+            kernels = (3, 5) if variant == "mcf" else (3,)
+            self.weights = ModalityWeights(channels, reduction, kernels)
+
+    def forward(self, f_s: torch.Tensor, f_d: torch.Tensor) -> torch.Tensor:
+        if self.variant == "plus":
+            return f_s + f_d
+        n, c, s, h, w = f_s.shape
+        fs = f_s.transpose(1, 2).reshape(n * s, c, h, w)
+        fd = f_d.transpose(1, 2).reshape(n * s, c, h, w)
+        f_t = torch.cat([fs, fd], dim=1)  # (1)
+        if self.variant == "concat":
+            x_f = self.project(f_t)
+        else:
+            weights = self.weights(f_t)  # (2)-(4)
+            x_f = fs * weights[:, 0] + fd * weights[:, 1]  # (5)
+        return x_f.reshape(n, s, c, h, w).transpose(1, 2)
+
+    def modality_weights(self, f_s: torch.Tensor, f_d: torch.Tensor) -> torch.Tensor:
+        """W for inspection and tests: (N*S, 2, C, H, W)."""
+        n, c, s, h, w = f_s.shape
+        f_t = torch.cat([f_s.transpose(1, 2).reshape(n * s, c, h, w), f_d.transpose(1, 2).reshape(n * s, c, h, w)], 1)
+        return self.weights(f_t)
+
+
+class DepthGait(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.channels
+        self.modalities = cfg.modalities
+        self.encoders = nn.ModuleDict({m: DeepGaitV2Encoder(cfg) for m in self.modalities})
+        self.fused = len(self.modalities) == 2
+        if self.fused:
+            self.fusions = nn.ModuleList(ModalityFusion(cfg.variant, c, cfg.fusion_reduction) for c in ch)
+            if cfg.cross_level:
+                # The fused stream's own stages 1..3 (stage 0's Y_f is X_f itself).
+                self.fused_stages = nn.ModuleList(
+                    make_stage(cfg.block, ch[i - 1], ch[i], cfg.layers[i], STAGE_STRIDES[i]) for i in range(1, 4)
+                )
+        self.hpp = HorizontalPyramidPooling(cfg.parts)
+        self.fcs = SeparateFCs(cfg.parts, ch[3], cfg.embedding_dim)
+        self.bnneck = SeparateBNNecks(cfg.parts, cfg.embedding_dim, cfg.num_classes)
+
+    def encode(self, sils: torch.Tensor | None, depths: torch.Tensor | None) -> torch.Tensor:
+        """Frame features before temporal pooling: (N, C, S, h, w)."""
+        inputs = {"sils": sils, "depths": depths}
+        for name in self.modalities:
+            if inputs[name] is None:
+                raise ValueError(f"variant {self.cfg.variant!r} needs {name}")
+        if not self.fused:
+            (name,) = self.modalities
+            return self.encoders[name](inputs[name].unsqueeze(1))
+        enc_s, enc_d = self.encoders["sils"], self.encoders["depths"]
+        f_s, f_d = enc_s.stem(sils.unsqueeze(1)), enc_d.stem(depths.unsqueeze(1))
+        y_f = None
+        for i, fusion in enumerate(self.fusions):
+            f_s, f_d = enc_s.stages[i](f_s), enc_d.stages[i](f_d)
+            x_f = fusion(f_s, f_d)
+            if y_f is None or not self.cfg.cross_level:
+                y_f = x_f
+            else:
+                y_f = x_f + self.fused_stages[i - 1](y_f)  # (6): F_sd = fused stream carried to level i
+        return y_f
+
+    def forward(self, sils: torch.Tensor | None = None, depths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """sils / depths: (N, S, 64, 44) floats in [0, 1]; any S >= 1.
+
+        Returns the embedding (N, C, P) (pre-BNNeck: what retrieval uses), the BNNeck features and the
+        cosine logits (N, num_classes, P) used by the cross-entropy loss.
+        """
+        frames = self.encode(sils, depths)
+        parts = self.hpp(temporal_max_pool(frames))
+        embedding = self.fcs(parts)
+        bn_embedding, logits = self.bnneck(embedding)
+        return {"embedding": embedding, "bn_embedding": bn_embedding, "logits": logits}
+
+
+def build_model(cfg: ModelConfig) -> DepthGait:
+    return DepthGait(cfg)
