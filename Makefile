@@ -1,0 +1,52 @@
+# Two commands on a fresh machine:  `make serve`  and  `make test`.
+# Each creates what it needs (idempotently) before it runs.
+PYTHON ?= python3
+VENV := .venv
+ULTRA := .venv-ultra
+CASIA_TARBALL := ../shared/data/casia-b-sil-001-074.tar.xz
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test setup-service setup-dev setup-ultra data lint bench
+
+# --- the service: runtime dependencies only (no torch) -----------------------------------------
+$(VENV)/.service:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e .
+	touch $@
+
+setup-service: $(VENV)/.service
+
+serve: setup-service
+	$(VENV)/bin/gaitid serve --host $(HOST) --port $(PORT)
+
+# --- development: training/export tooling + tests -------------------------------------------
+# torch is pinned to 2.13.0 first: pip takes the local CPU wheel, and the `train` extra's range is
+# then already satisfied, so nothing pulls a CUDA build into this environment.
+$(VENV)/.dev: $(VENV)/.service pyproject.toml
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e ".[train,ray,test]"
+	touch $@
+
+# Ultralytics needs torchvision, whose PyPI wheel is a CUDA build that does not import with the
+# CPU torch: it lives in its own environment, used only to export YOLO-seg to ONNX.
+$(ULTRA)/.ready:
+	$(PYTHON) -m venv $(ULTRA)
+	$(ULTRA)/bin/pip install -q "torch===2.13.0" torchvision==0.28.0
+	$(ULTRA)/bin/pip install -q ultralytics onnx onnxslim onnxruntime
+	touch $@
+
+setup-dev: $(VENV)/.dev $(ULTRA)/.ready
+
+data/casia-b/.unpacked:
+	@if [ -f $(CASIA_TARBALL) ]; then \
+		mkdir -p data/casia-b && tar xJf $(CASIA_TARBALL) -C data/casia-b && touch $@; \
+	else echo "no $(CASIA_TARBALL): tests that need CASIA-B will skip"; fi
+
+data: data/casia-b/.unpacked
+
+test: setup-dev data
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q
+
+lint: setup-dev
+	$(VENV)/bin/ruff check service model gallery tests bench
