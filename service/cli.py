@@ -39,10 +39,14 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (checkpoints only)")] = "auto",
 ):
     """Evaluate a model with a dataset's protocol; prints a markdown table."""
-    from model.evaluate import run_evaluation
+    from model.evaluate import EvaluationError, run_evaluation
 
-    run_evaluation(model, dataset_root, protocol=protocol, depth_root=depth_root, subjects=subjects,
-                   metric=metric, out=out, device=device)
+    try:
+        run_evaluation(model, dataset_root, protocol=protocol, depth_root=depth_root, subjects=subjects,
+                       metric=metric, out=out, device=device)
+    except EvaluationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -63,9 +67,13 @@ def models_fetch(
     dest: Annotated[Optional[Path], typer.Option(help="default: $GAITID_DATA_DIR/models")] = None,
 ):
     """Download official YOLO-seg and Depth Anything V2 Small weights and export them to ONNX."""
-    from model.zoo import fetch_models
+    from model.zoo import ModelZooError, fetch_models
 
-    fetch_models(dest)
+    try:
+        fetch_models(dest)
+    except ModelZooError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @models_app.command("import")
@@ -74,9 +82,13 @@ def models_import(
     dest: Annotated[Optional[Path], typer.Option(help="default: $GAITID_DATA_DIR/models")] = None,
 ):
     """Offline: export weights you bring to ONNX and record their sha256 and provenance."""
-    from model.zoo import import_models
+    from model.zoo import ModelZooError, import_models
 
-    import_models(source, dest)
+    try:
+        import_models(source, dest)
+    except ModelZooError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @models_app.command("list")
@@ -84,9 +96,13 @@ def models_list(
     dest: Annotated[Optional[Path], typer.Option(help="default: $GAITID_DATA_DIR/models")] = None,
 ):
     """Show installed models and their provenance."""
-    from model.zoo import list_models
+    from model.zoo import ModelZooError, list_models
 
-    list_models(dest)
+    try:
+        list_models(dest)
+    except ModelZooError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
