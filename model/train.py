@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,9 @@ def run_training(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # The schedule in the config wins over the one saved: a resumed run may be given a new length.
+        scheduler.milestones = Counter(cfg.optim.milestones)
+        scheduler.gamma = cfg.optim.gamma
         scaler.load_state_dict(state["scaler"])
         start = state["iteration"]
         tqdm.write(f"resumed from {last} at iteration {start}")
