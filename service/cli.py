@@ -134,5 +134,123 @@ def serve(
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
+# -- batch re-scoring of archived footage (service/rescore) ------------------------------------
+
+
+@app.command()
+def rescore(
+    archive: Annotated[Path, typer.Argument(help="folder of videos (walked recursively), a list file (one path a line), or one video")],
+    out: Annotated[Path, typer.Option(help="results file: .jsonl, .csv or .parquet")] = Path("results.jsonl"),
+    format_: Annotated[Optional[str], typer.Option("--format", help="jsonl | csv | parquet (default: from --out)")] = None,
+    state: Annotated[Optional[Path], typer.Option(help="resumable state (default: <out>.state.sqlite)")] = None,
+    namespace: Annotated[str, typer.Option(help="gallery namespace to score against")] = "default",
+    top_k: Annotated[Optional[int], typer.Option(help="subjects listed per track (default: GAITID_TOP_K)")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="similarity below which a track is unknown (default: GAITID_UNKNOWN_THRESHOLD)")] = None,
+    gallery_dir: Annotated[Optional[Path], typer.Option(help="default: $GAITID_DATA_DIR/gallery")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="embedding model .onnx (default: GAITID_EMBEDDING_MODEL)")] = None,
+    segmenter: Annotated[Optional[str], typer.Option(help="auto | yolo | bgsub (default: GAITID_SEGMENTER)")] = None,
+    background: Annotated[Optional[Path], typer.Option(help="empty-scene clip for bgsub (default: GAITID_BACKGROUND_CLIP)")] = None,
+    path_pattern: Annotated[Optional[list[str]], typer.Option(help="regex with groups camera, date, time (or datetime) matched on each path; repeatable, first match wins")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(help="frames decoded per video, sampled evenly (default: GAITID_MAX_FRAMES)")] = None,
+    max_duration: Annotated[Optional[float], typer.Option(help="longer videos are reported as clip_too_long (default: GAITID_MAX_DURATION_S)")] = None,
+    workers: Annotated[int, typer.Option(help="decode/segment threads (0 = cores - 1)")] = 0,
+    use_ray: Annotated[bool, typer.Option("--ray/--local", help="run on Ray Data instead of local threads")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: running instance or a new local one)")] = None,
+    ray_actors: Annotated[int, typer.Option(help="Ray actors, each with its own pipeline")] = 2,
+    ray_cpus: Annotated[float, typer.Option(help="CPUs per Ray actor")] = 1.0,
+    ray_gpus: Annotated[float, typer.Option(help="GPUs per Ray actor (e.g. 0.25 to pack four on a GPU)")] = 0.0,
+    force: Annotated[bool, typer.Option(help="process every video again, even those already done")] = False,
+    progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
+):
+    """Re-score archived footage: every person track of every video, against the gallery.
+
+    Resumable: finished videos are kept in the state file; after a crash or Ctrl-C run the same command again.
+
+    A re-run decodes only new or changed videos and re-scores the stored embeddings against the gallery as it is now.
+
+    Camera and time come from paths like camA/2024-01-02/10-00-00.avi or cam7_20240104_083000.mp4 (--path-pattern).
+    """
+    from gallery import Gallery, GalleryError
+    from service.pipeline.errors import PipelineError
+    from service.rescore import (
+        DEFAULT_PATH_PATTERNS,
+        ArchiveError,
+        ExtractorSpec,
+        LocalRunner,
+        RayRunner,
+        RescoreError,
+        RescoreOptions,
+        run_rescore,
+    )
+    from service.rescore.store import default_state_path
+    from service.settings import get_settings
+
+    base = get_settings()
+    # Paths given here are the caller's, relative to the working directory (settings resolve a relative
+    # model path against the data folder).
+    overrides = {"embedding_model": model and model.resolve(), "segmenter": segmenter,
+                 "background_clip": background and background.resolve(),
+                 "max_frames": max_frames, "max_duration_s": max_duration}
+    settings = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    options = RescoreOptions(
+        out=out, format=format_, state=state, namespace=namespace,
+        top_k=top_k if top_k is not None else settings.top_k,
+        threshold=threshold if threshold is not None else settings.unknown_threshold,
+        path_patterns=tuple(path_pattern) if path_pattern else DEFAULT_PATH_PATTERNS,
+        force=force, progress=progress, extraction_settings=_extraction_settings(settings),
+    )
+    try:
+        if not archive.exists():  # before loading any model
+            raise ArchiveError(f"the archive {archive} does not exist (give a folder, a list file or a video)")
+        spec = ExtractorSpec(settings, background=settings.background_clip)
+        if use_ray:
+            runner = RayRunner(spec, spec.model_id(), actors=ray_actors, num_cpus=ray_cpus, num_gpus=ray_gpus,
+                               address=ray_address)
+        else:
+            runner = LocalRunner(spec.build(), workers=workers or None)
+        with Gallery(gallery_dir or settings.gallery_dir, threshold=options.threshold) as gallery:
+            summary = run_rescore(archive, options, runner, gallery)
+    except (RescoreError, PipelineError) as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(2) from None
+    except GalleryError as error:
+        typer.echo(f"error: gallery: {error}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished videos are saved in {state or default_state_path(out)}; "
+                   "run the same command again to go on", err=True)
+        raise typer.Exit(130) from None
+    for warning in summary.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(summary.line())
+
+
+def _extraction_settings(settings) -> dict:
+    """The settings that change what a video's tracks are (see service.rescore.job)."""
+    fields = ("segmenter", "yolo_model", "yolo_imgsz", "depth_model", "depth_input", "depth_size", "max_frames",
+              "max_duration_s", "max_side", "min_track_frames", "min_person_height", "background_clip")
+    return {name: str(getattr(settings, name)) for name in fields}
+
+
+@app.command("rescore-report")
+def rescore_report(
+    results: Annotated[Path, typer.Argument(help="results of `gaitid rescore` (.jsonl, .csv or .parquet)")],
+    out: Annotated[Path, typer.Option(help="HTML file to write")] = Path("report.html"),
+    state: Annotated[Optional[Path], typer.Option(help="state file with the thumbnails (default: <results>.state.sqlite)")] = None,
+    format_: Annotated[Optional[str], typer.Option("--format", help="jsonl | csv | parquet (default: from the name)")] = None,
+    unknown_limit: Annotated[int, typer.Option(help="unknown tracks listed at most")] = 100,
+):
+    """A self-contained HTML page: per subject, where and when they were seen, with track thumbnails."""
+    from service.rescore import RescoreError, build_report
+
+    try:
+        report = build_report(results, out, state=state, fmt=format_, unknown_limit=unknown_limit)
+    except RescoreError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{report.out}: {report.subjects} subjects, {report.sightings} sightings, {report.unknown} unknown "
+               f"tracks, {report.errors} videos without a track")
+
+
 if __name__ == "__main__":
     app()

@@ -47,9 +47,24 @@ class Settings(BaseSettings):
     # Comma-separated API keys; empty disables authentication (the embedded single-user default).
     api_keys: str = ""
 
+    # Background subtraction (the segmenter without a YOLO model): an empty-scene clip of the same
+    # fixed camera makes the background model better from the first frame. Optional.
+    background_clip: Path | None = None
+
+    # Serving. Each clip in flight holds its decoded frames (up to max_frames x max_side^2 x 3 bytes),
+    # so this bounds memory as well as CPU.
+    max_concurrent_clips: int = Field(2, ge=1, description="clips processed at once; more requests wait")
+    embed_batching: bool = Field(False, description="batch the embedding network across concurrent requests")
+    embed_batch_max: int = Field(8, ge=1, description="most sequences in one batched network call")
+    embed_batch_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits for more requests")
+
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def gallery_dir(self) -> Path:
+        return self.data_dir / "gallery"
 
     def model_path(self, path: Path) -> Path:
         return path if path.is_absolute() else self.models_dir / path

@@ -1,0 +1,99 @@
+"""Training and inference throughput of the gait network (frames/s), torch vs ONNX Runtime.
+
+    python bench/model_throughput.py [--widths 8 64] [--threads 1] [--device cpu|cuda]
+
+Random weights (speed does not depend on them). On CPU report ratios measured in one run; absolute
+figures are only comparable on the same machine under the same load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.config import LossConfig, ModelConfig
+from model.depthgait import build_model
+from model.export import export_module
+from model.losses import GaitLoss
+from service.pipeline.embed import EmbeddingModelMetadata, GaitEmbedder
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, oneDNN/ORT kernel selection)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def train_fps(cfg: ModelConfig, device: torch.device, batch: tuple[int, int, int], repeats: int) -> float:
+    p, k, frames = batch
+    model = build_model(cfg).to(device).train()
+    criterion = GaitLoss(LossConfig())
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    sils = torch.rand(p * k, frames, 64, 44, device=device)
+    depths = torch.rand(p * k, frames, 64, 44, device=device)
+    labels = torch.arange(p, device=device).repeat_interleave(k)
+    amp = device.type == "cuda"
+
+    def step():
+        with torch.autocast(device.type, enabled=amp, dtype=torch.float16):
+            loss, _ = criterion(model(sils=sils, depths=depths), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return p * k * frames / timed(step, repeats)
+
+
+def inference_fps(cfg: ModelConfig, frames: int, repeats: int, threads: int) -> tuple[float, float]:
+    model = build_model(cfg).eval()
+    sils = (torch.rand(1, frames, 64, 44) > 0.5).float()
+    depths = torch.rand(1, frames, 64, 44)
+    with torch.inference_mode():
+        torch_s = timed(lambda: model(sils=sils, depths=depths), repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        export_module(model, path, EmbeddingModelMetadata(variant=cfg.variant, inputs=cfg.modalities))
+        embedder = GaitEmbedder(path, providers="cpu", threads=threads)
+        sil_u8 = (sils[0].numpy() * 255).astype(np.uint8)
+        depth_np = depths[0].numpy()
+        ort_s = timed(lambda: embedder.embed(sil_u8, depth_np if embedder.needs_depth else None), repeats)
+    return frames / torch_s, frames / ort_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--widths", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--variants", nargs="+", default=["silhouette", "mcf"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=60, help="sequence length for inference")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    batch = (8, 4, 20) if device.type == "cpu" else (8, 16, 30)
+
+    print(f"device={device} threads={args.threads} train batch PxKxframes={batch} inference frames={args.frames}")
+    print("| variant | width | layers | train frames/s | torch infer frames/s | ORT infer frames/s | ORT/torch |")
+    print("|---|---|---|---|---|---|---|")
+    for width in args.widths:
+        layers = [1, 1, 1, 1] if width <= 16 else [1, 4, 4, 1]
+        for variant in args.variants:
+            cfg = ModelConfig(variant=variant, width=width, layers=layers, num_classes=68)
+            tr = train_fps(cfg, device, batch, args.repeats)
+            t_fps, o_fps = inference_fps(cfg, args.frames, args.repeats, args.threads)
+            print(f"| {variant} | {width} | {layers} | {tr:.1f} | {t_fps:.1f} | {o_fps:.1f} | {o_fps / t_fps:.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""One clip in, gait sequences (and embeddings) out: decode -> segment -> track -> depth -> align -> embed.
+
+`ClipPipeline` wires the stages and times each one; `build_pipeline(settings)` picks the stages a
+deployment has (YOLO-seg when its ONNX file is installed, background subtraction otherwise; depth
+only when the embedding model needs it).
+
+Errors a user can cause (bad file, nobody walking, too short a walk) surface as the typed
+`PipelineError`s of `service.pipeline.errors`, each with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from service.pipeline.align import align_sequence, align_to_64x64
+from service.pipeline.decode import DecodeLimits, VideoSource, decode_video
+from service.pipeline.errors import ModelNotFoundError, NoPersonError, TooFewFramesError
+from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter, BgSubConfig
+from service.pipeline.track import TrackerConfig, associate, filter_tracks
+from service.pipeline.types import AlignedSequence, Clip, FrameDetections, Track
+
+
+class Segmenter(Protocol):
+    def segment(self, frames: np.ndarray) -> list[FrameDetections]: ...
+
+
+class DepthModel(Protocol):
+    def track_disparity(self, frames: np.ndarray, track: Track) -> np.ndarray: ...
+
+
+class Embedder(Protocol):
+    model_id: str
+
+    @property
+    def needs_depth(self) -> bool: ...
+
+    def embed(self, silhouettes: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    decode: DecodeLimits = field(default_factory=DecodeLimits)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    # Mask pixels below which a frame counts as empty at alignment (at clip resolution).
+    min_mask_pixels: int = 20
+    decoder_threads: int = 1
+    # Drop frames whose person box touches the frame border: someone entering or leaving the view
+    # is cut off there, and a cut silhouette is a wrong gait shape (CASIA-B's own sequences also
+    # start only once the walker is fully inside).
+    drop_truncated: bool = True
+    # Datasets keep the 64x64 alignment (the OpenGait layout; training trims to 44 at load time);
+    # the service feeds the network 64x44.
+    full_width: bool = False
+
+    @classmethod
+    def from_settings(cls, settings) -> PipelineConfig:
+        """From `service.settings.Settings`, or anything with the same attribute names."""
+        return cls(
+            decode=DecodeLimits.from_settings(settings),
+            tracker=TrackerConfig.from_settings(settings),
+            decoder_threads=int(getattr(settings, "threads", 1)),
+        )
+
+
+@dataclass
+class ClipResult:
+    """Everything the service needs from one clip."""
+
+    sequences: list[AlignedSequence]  # one per usable track, longest first (64x64 with full_width)
+    embeddings: dict[int, np.ndarray]  # track_id -> (C, P) embedding; empty without an embedder
+    timings: dict[str, float]  # seconds per stage: decode, segment, track, depth, align, embed, total
+    frame_count: int  # frames decoded (after sampling)
+    fps: float  # source stream frame rate
+    size: tuple[int, int]  # (width, height) of the processed frames
+    source_size: tuple[int, int]  # (width, height) of the upright source
+    rotation: int  # degrees clockwise applied
+    model_id: str | None = None  # the embedder's id, when embeddings were made
+    dropped_tracks: int = 0  # tracks found but unusable (too short / small / too few aligned frames)
+
+
+class ClipPipeline:
+    def __init__(
+        self,
+        config: PipelineConfig | object,
+        segmenter: Segmenter,
+        depth_estimator: DepthModel | None = None,
+        embedder: Embedder | None = None,
+    ):
+        """config: a PipelineConfig or a settings object (see PipelineConfig.from_settings)."""
+        self.config = config if isinstance(config, PipelineConfig) else PipelineConfig.from_settings(config)
+        self.segmenter = segmenter
+        self.embedder = embedder
+        if embedder is not None and embedder.needs_depth and depth_estimator is None:
+            raise ModelNotFoundError(
+                "The embedding model needs depth maps but no depth model is installed: "
+                "run `gaitid models fetch` (or `gaitid models import`).",
+            )
+        # A silhouette-only embedder never sees depth: skip the most expensive stage entirely.
+        self.depth_estimator = depth_estimator if embedder is None or embedder.needs_depth else None
+
+    @property
+    def computes_depth(self) -> bool:
+        return self.depth_estimator is not None
+
+    def process(self, source: VideoSource, *, rotation: int | None = None) -> ClipResult:
+        """Run the whole path on a path, bytes or binary file. `rotation` overrides the metadata."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        with _timed(timings, "decode"):
+            clip = decode_video(source, self.config.decode, rotation=rotation, threads=self.config.decoder_threads)
+        result = self.process_clip(clip, timings)
+        timings["total"] = time.perf_counter() - started
+        return result
+
+    def process_clip(self, clip: Clip, timings: dict[str, float] | None = None) -> ClipResult:
+        """The stages after decoding, on an already decoded clip."""
+        timings = {} if timings is None else timings
+        min_frames = self.config.tracker.min_track_frames
+        if len(clip.frames) < min_frames:
+            raise TooFewFramesError(
+                f"The clip has {len(clip.frames)} frames; at least {min_frames} are needed "
+                "(about a second of walking).",
+                frames=len(clip.frames), min_frames=min_frames,
+            )
+        with _timed(timings, "segment"):
+            detections = self.segmenter.segment(clip.frames)
+        with _timed(timings, "track"):
+            all_tracks = associate(detections, clip.frame_indices, effective_fps(clip), self.config.tracker)
+            tracks = filter_tracks(all_tracks, self.config.tracker)
+        if not tracks:
+            raise _why_no_track(detections, all_tracks, self.config.tracker)
+
+        sequences: list[AlignedSequence] = []
+        embeddings: dict[int, np.ndarray] = {}
+        timings.setdefault("depth", 0.0)
+        timings.setdefault("align", 0.0)
+        if self.embedder is not None:
+            timings.setdefault("embed", 0.0)
+        for track in tracks:
+            sequence = self._sequence(clip, track, timings)
+            if sequence is None:
+                continue
+            sequences.append(sequence)
+            if self.embedder is not None:
+                with _timed(timings, "embed", sequence.timings):
+                    embeddings[track.track_id] = self.embedder.embed(
+                        sequence.silhouettes, sequence.depth if self.embedder.needs_depth else None
+                    )
+        if not sequences:
+            raise TooFewFramesError(
+                f"Nobody was seen whole (inside the picture and cleanly segmented) in at least {min_frames} "
+                "frames. Film the whole walk with the person fully in view.",
+                min_frames=min_frames,
+            )
+        return ClipResult(
+            sequences=sequences,
+            embeddings=embeddings,
+            timings=timings,
+            frame_count=len(clip.frames),
+            fps=clip.fps,
+            size=clip.size,
+            source_size=clip.source_size,
+            rotation=clip.rotation,
+            model_id=getattr(self.embedder, "model_id", None) if self.embedder is not None else None,
+            dropped_tracks=len(all_tracks) - len(sequences),
+        )
+
+    def _sequence(self, clip: Clip, track: Track, timings: dict[str, float]) -> AlignedSequence | None:
+        own: dict[str, float] = {}
+        min_frames = self.config.tracker.min_track_frames
+        if self.config.drop_truncated:
+            track = subset_track(track, ~touches_border(track.boxes, clip.size))
+        if len(track.positions) < min_frames:
+            return None
+        depth = None
+        if self.depth_estimator is not None:  # only on the frames that will be aligned
+            with _timed(timings, "depth", own):
+                depth = self.depth_estimator.track_disparity(clip.frames, track)
+        align = align_to_64x64 if self.config.full_width else align_sequence
+        with _timed(timings, "align", own):
+            sils, aligned_depth, kept = align(track.masks, depth, min_pixels=self.config.min_mask_pixels)
+        if len(kept) < min_frames:
+            return None
+        return AlignedSequence(
+            track_id=track.track_id,
+            silhouettes=sils,
+            depth=aligned_depth,
+            frame_indices=track.frame_indices[kept],
+            boxes=track.boxes[kept],
+            timings=own,
+        )
+
+
+def subset_track(track: Track, keep: np.ndarray) -> Track:
+    """The same track restricted to the frames where `keep` (bool, one per track frame) is set."""
+    if keep.all():
+        return track
+    return Track(track.track_id, track.positions[keep], track.frame_indices[keep], track.boxes[keep], track.masks[keep])
+
+
+def touches_border(boxes: np.ndarray, size: tuple[int, int], margin: float = 1.0) -> np.ndarray:
+    """(T,) bool: which xyxy boxes reach within `margin` px of the edge of a (width, height) frame."""
+    width, height = size
+    return (
+        (boxes[:, 0] <= margin) | (boxes[:, 1] <= margin)
+        | (boxes[:, 2] >= width - margin) | (boxes[:, 3] >= height - margin)
+    )
+
+
+def effective_fps(clip: Clip) -> float:
+    """Frame rate of the decoded frames: lower than the stream's when frames were sampled."""
+    if len(clip.frame_indices) < 2:
+        return clip.fps
+    span = int(clip.frame_indices[-1] - clip.frame_indices[0])
+    return clip.fps * (len(clip.frame_indices) - 1) / span if span > 0 else clip.fps
+
+
+def _why_no_track(detections: list[FrameDetections], all_tracks: list[Track], config: TrackerConfig):
+    if not any(len(d.boxes) for d in detections) or not all_tracks:
+        return NoPersonError("Nobody was found walking in the clip.")
+    tall = [t for t in all_tracks if _median_height(t) >= config.min_person_height]
+    if not tall:
+        tallest = max(_median_height(t) for t in all_tracks)
+        return NoPersonError(
+            f"The people in the clip are too small ({tallest:.0f} px tall; at least "
+            f"{config.min_person_height} px are needed). Film closer or at a higher resolution.",
+            person_height=round(tallest), min_person_height=config.min_person_height,
+        )
+    longest = max(len(t.positions) for t in tall)
+    return TooFewFramesError(
+        f"A person was followed for only {longest} frames; at least {config.min_track_frames} are needed. "
+        "Film a longer walk across the view.",
+        frames=longest, min_frames=config.min_track_frames,
+    )
+
+
+def _median_height(track: Track) -> float:
+    return float(np.median(track.boxes[:, 3] - track.boxes[:, 1]))
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str, also: dict[str, float] | None = None) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - started
+        timings[stage] = timings.get(stage, 0.0) + elapsed
+        if also is not None:
+            also[stage] = also.get(stage, 0.0) + elapsed
+
+
+# ---------------------------------------------------------------------------------------------
+# Factory
+
+
+def build_pipeline(
+    settings,
+    embedder: Embedder | None = None,
+    *,
+    with_depth: bool | None = None,
+    background: str | Path | np.ndarray | None = None,
+    config: PipelineConfig | None = None,
+) -> ClipPipeline:
+    """A pipeline for `service.settings.Settings`.
+
+    Segmenter: settings.segmenter "yolo" (its ONNX file must exist), "bgsub", or "auto" (YOLO when
+    settings.models_dir holds its file, else background subtraction). `background`: an empty-scene
+    clip (path or RGB frames) seeding background subtraction.
+    Depth: with_depth=None loads Depth Anything only when `embedder` needs depth; True insists
+    (dataset preparation), False never loads it. config: overrides PipelineConfig.from_settings.
+    """
+    segmenter = make_segmenter(settings, background=background)
+    needs_depth = with_depth if with_depth is not None else bool(embedder is not None and embedder.needs_depth)
+    depth_estimator = make_depth_estimator(settings) if needs_depth else None
+    config = config or PipelineConfig.from_settings(settings)
+    return ClipPipeline(config, segmenter, depth_estimator, embedder)
+
+
+def make_segmenter(settings, *, background: str | Path | np.ndarray | None = None) -> Segmenter:
+    choice = settings.segmenter
+    yolo_path = settings.model_path(settings.yolo_model)
+    if choice == "yolo" or (choice == "auto" and yolo_path.exists()):
+        if not yolo_path.exists():
+            raise ModelNotFoundError(
+                f"The YOLO segmentation model {yolo_path.name} is not installed in {yolo_path.parent}: "
+                "run `gaitid models fetch`, or use GAITID_SEGMENTER=bgsub for a fixed camera.",
+            )
+        from service.pipeline.segment_yolo import YoloSegmenter  # lazy: needs its ONNX model
+
+        return YoloSegmenter(yolo_path, providers=settings.providers, threads=settings.threads,
+                             imgsz=settings.yolo_imgsz)
+    if choice not in ("auto", "bgsub"):
+        raise ValueError(f"unknown segmenter {choice!r}: use auto, yolo or bgsub")
+    config = BgSubConfig(min_person_height=int(settings.min_person_height))
+    return BackgroundSubtractionSegmenter(config, background=_background_frames(background, settings))
+
+
+def make_depth_estimator(settings) -> DepthModel:
+    depth_path = settings.model_path(settings.depth_model)
+    if not depth_path.exists():
+        raise ModelNotFoundError(
+            f"The depth model {depth_path.name} is not installed in {depth_path.parent}: "
+            "run `gaitid models fetch` (or `gaitid models import`).",
+        )
+    from service.pipeline.depth import DepthEstimator  # lazy: needs its ONNX model
+
+    return DepthEstimator(depth_path, providers=settings.providers, threads=settings.threads,
+                          input_size=settings.depth_size, mode=settings.depth_input)
+
+
+def _background_frames(background: str | Path | np.ndarray | None, settings) -> np.ndarray | None:
+    if background is None or isinstance(background, np.ndarray):
+        return background
+    limits = DecodeLimits(max_frames=200, max_duration_s=3600.0, max_side=int(settings.max_side), on_too_long="truncate")
+    return decode_video(background, limits).frames

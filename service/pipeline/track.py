@@ -1,0 +1,133 @@
+"""Per-frame person detections -> tracks, with supervision's ByteTrack.
+
+ByteTrack associates boxes frame to frame (Kalman-predicted IoU, with a second pass over low-score
+boxes). It returns the detections it matched; each carries its row number in the frame's
+detections (sv.Detections.data), through which the track picks up the segmenter's own box and mask.
+Masks are not handed to ByteTrack itself: it does not use them and would copy them every frame.
+
+Tracks that cannot carry a gait are dropped: too few frames for a gait cycle, or a person too
+small for a meaningful silhouette (median box height under the limit).
+
+supervision deprecated `sv.ByteTrack` in 0.28 in favour of the separate `trackers` package and
+removed it in 0.31. `trackers` requires the GUI build of OpenCV (`opencv-python`), which clashes
+with the headless build this service uses, so the project pins supervision<0.31 and silences the
+deprecation warning here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import supervision as sv
+
+from service.pipeline.types import FrameDetections, Track
+
+_ROW = "row"  # sv.Detections.data key: the detection's row in its FrameDetections
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    min_track_frames: int = 15
+    min_person_height: int = 40  # pixels, median over the track's boxes
+    # ByteTrack knobs (supervision's names). Detections scoring under the activation threshold
+    # only extend existing tracks (ByteTrack's second association); they never start one.
+    track_activation_threshold: float = 0.25
+    lost_track_buffer_s: float = 1.0  # how long a lost person may reappear under the same id
+    minimum_matching_threshold: float = 0.8
+
+    @classmethod
+    def from_settings(cls, settings) -> TrackerConfig:
+        return cls(int(settings.min_track_frames), int(settings.min_person_height))
+
+
+def make_byte_tracker(config: TrackerConfig, fps: float) -> sv.ByteTrack:
+    # supervision counts the lost buffer in frames at 30 fps and rescales by frame_rate.
+    buffer_frames = max(1, round(config.lost_track_buffer_s * 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # see the module docstring
+        return sv.ByteTrack(
+            track_activation_threshold=config.track_activation_threshold,
+            lost_track_buffer=buffer_frames,
+            minimum_matching_threshold=config.minimum_matching_threshold,
+            frame_rate=max(1.0, float(fps)),
+        )
+
+
+def track_people(
+    detections: list[FrameDetections],
+    frame_indices: np.ndarray | None = None,
+    fps: float = 25.0,
+    config: TrackerConfig = TrackerConfig(),
+) -> list[Track]:
+    """Tracks long and tall enough for gait, longest first (`associate` + `filter_tracks`).
+
+    detections: one FrameDetections per clip frame. frame_indices: the source-stream index of each
+    clip frame (Clip.frame_indices), or None for 0..T-1. When frames were sampled, pass the
+    sampled clip's effective frame rate as `fps` so ByteTrack's motion model and lost buffer match.
+    """
+    return filter_tracks(associate(detections, frame_indices, fps, config), config)
+
+
+def associate(
+    detections: list[FrameDetections],
+    frame_indices: np.ndarray | None = None,
+    fps: float = 25.0,
+    config: TrackerConfig = TrackerConfig(),
+) -> list[Track]:
+    """Every ByteTrack track, unfiltered, in order of first appearance."""
+    if frame_indices is None:
+        frame_indices = np.arange(len(detections), dtype=np.int64)
+    if len(frame_indices) != len(detections):
+        raise ValueError(f"{len(detections)} frames of detections but {len(frame_indices)} frame indices")
+    tracker = make_byte_tracker(config, fps)
+    per_track: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+    for position, frame in enumerate(detections):
+        tracked = tracker.update_with_detections(_to_supervision(frame))
+        if len(tracked) == 0 or tracked.tracker_id is None:
+            continue
+        for row, track_id in zip(tracked.data[_ROW], tracked.tracker_id):
+            per_track[int(track_id)].append((position, frame.boxes[row], frame.masks[row]))
+    return [_build_track(track_id, items, frame_indices) for track_id, items in per_track.items()]
+
+
+def filter_tracks(tracks: list[Track], config: TrackerConfig = TrackerConfig()) -> list[Track]:
+    """Drop tracks too short or too small to be gait; longest first."""
+    kept = [t for t in tracks if _long_enough(t, config) and _tall_enough(t, config)]
+    return sorted(kept, key=lambda t: (-len(t.positions), t.track_id))
+
+
+def _to_supervision(frame: FrameDetections) -> sv.Detections:
+    count = len(frame.boxes)
+    return sv.Detections(
+        xyxy=np.asarray(frame.boxes, np.float32).reshape(count, 4),
+        confidence=np.asarray(frame.scores, np.float32).reshape(count),
+        class_id=np.zeros(count, dtype=int),
+        data={_ROW: np.arange(count)},
+    )
+
+
+def _build_track(track_id: int, items: list[tuple[int, np.ndarray, np.ndarray]], frame_indices: np.ndarray) -> Track:
+    # One detection per frame and id is ByteTrack's contract; keep the first should that ever break.
+    by_position: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for position, box, mask in items:
+        by_position.setdefault(position, (box, mask))
+    positions = np.array(sorted(by_position), dtype=np.int64)
+    return Track(
+        track_id=track_id,
+        positions=positions,
+        frame_indices=np.asarray(frame_indices, np.int64)[positions],
+        boxes=np.stack([by_position[p][0] for p in positions]).astype(np.float32),
+        masks=np.stack([by_position[p][1] for p in positions]).astype(bool),
+    )
+
+
+def _long_enough(track: Track, config: TrackerConfig) -> bool:
+    return len(track.positions) >= config.min_track_frames
+
+
+def _tall_enough(track: Track, config: TrackerConfig) -> bool:
+    heights = track.boxes[:, 3] - track.boxes[:, 1]
+    return float(np.median(heights)) >= config.min_person_height

@@ -1,0 +1,48 @@
+"""Batch re-scoring of archived footage: every person track of every video, scored against the gallery.
+
+    from service.rescore import ExtractorSpec, LocalRunner, RescoreOptions, run_rescore
+    runner = LocalRunner(ExtractorSpec(settings, background=None).build(), workers=3)
+    summary = run_rescore("archive/", RescoreOptions(out=Path("results.jsonl")), runner, gallery)
+
+Modules: archive (listing, camera/time from paths, hashes), extract (one video -> tracks with
+embeddings), store (the resumable SQLite state), local (threads) and ray_runner (Ray Data) runners,
+results (records, scoring, JSONL/CSV/Parquet), job (run_rescore), report (HTML).
+"""
+
+from service.rescore.archive import DEFAULT_PATH_PATTERNS, PathInfo, PathParser, list_archive
+from service.rescore.errors import ArchiveError, GalleryMismatchError, OptionError, RescoreError, StateError
+from service.rescore.extract import Extractor, ExtractorSpec, FileJob, FileOutcome, embedding_model_id
+from service.rescore.job import RescoreOptions, RescoreSummary, run_rescore
+from service.rescore.local import LocalRunner
+from service.rescore.ray_runner import RayRunner
+from service.rescore.report import ReportSummary, build_report
+from service.rescore.results import RECORD_FIELDS, read_results
+from service.rescore.store import RescoreState, default_state_path
+
+__all__ = [
+    "DEFAULT_PATH_PATTERNS",
+    "RECORD_FIELDS",
+    "ArchiveError",
+    "Extractor",
+    "ExtractorSpec",
+    "FileJob",
+    "FileOutcome",
+    "GalleryMismatchError",
+    "LocalRunner",
+    "OptionError",
+    "PathInfo",
+    "PathParser",
+    "RayRunner",
+    "ReportSummary",
+    "RescoreError",
+    "RescoreOptions",
+    "RescoreState",
+    "RescoreSummary",
+    "StateError",
+    "build_report",
+    "default_state_path",
+    "embedding_model_id",
+    "list_archive",
+    "read_results",
+    "run_rescore",
+]

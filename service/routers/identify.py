@@ -1,0 +1,66 @@
+"""POST /identify: who is walking in a clip? One answer per person track."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Annotated, Any
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+
+from service.deps import ClipLimiterDep, GalleryDep, MetricsDep, NamespaceDep, PipelineDep, SettingsDep
+from service.routers.clips import process_upload
+from service.schemas import ErrorBody, IdentifyResponse, ms, track_identification, video_info
+
+router = APIRouter(tags=["identify"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": why}
+    for status, why in {
+        401: "missing or invalid API key",
+        409: "the gallery holds embeddings of another model (re-embed it)",
+        413: "upload or clip too long",
+        415: "not a video this server can decode",
+        422: "invalid field, nobody walking, or too few frames",
+        503: "models or gallery not ready (see /readyz)",
+    }.items()
+}
+
+
+@router.post("/identify", response_model=IdentifyResponse, responses=_ERRORS)
+async def identify(
+    namespace: NamespaceDep,  # first: a caller without a valid key learns nothing else
+    settings: SettingsDep,
+    pipeline: PipelineDep,
+    gallery: GalleryDep,
+    limiter: ClipLimiterDep,
+    metrics: MetricsDep,
+    video: Annotated[UploadFile, File(description="a clip of people walking (any format FFmpeg reads)")],
+    top_k: Annotated[int | None, Form(ge=1, le=100, description="candidates per track (default: server's)")] = None,
+    threshold: Annotated[
+        float | None, Form(ge=-1.0, le=1.0, description="similarity below which a track is unknown (default: server's)")
+    ] = None,
+) -> IdentifyResponse:
+    """For every person track in the clip: the top-k enrolled subjects with their similarity, and
+    the decision (a subject, or unknown when the best similarity is below the threshold)."""
+    started = time.perf_counter()
+    k = top_k or settings.top_k
+    decision_threshold = settings.unknown_threshold if threshold is None else threshold
+    result, extra = await process_upload(video, settings, pipeline, limiter, metrics)
+    queries = np.stack([result.embeddings[s.track_id] for s in result.sequences])
+    search_started = time.perf_counter()
+    answers = await anyio.to_thread.run_sync(partial(
+        gallery.search, queries, model_id=str(result.model_id), namespace=namespace, top_k=k,
+        threshold=decision_threshold,
+    ))
+    timings = {**result.timings, **extra, "search": time.perf_counter() - search_started,
+               "request": time.perf_counter() - started}
+    tracks = [track_identification(s, a) for s, a in zip(result.sequences, answers)]
+    for track in tracks:
+        metrics.decisions.labels("unknown" if track.unknown else "known").inc()
+    return IdentifyResponse(
+        model_id=str(result.model_id), threshold=decision_threshold, top_k=k, video=video_info(result),
+        tracks=tracks, dropped_tracks=int(result.dropped_tracks), timings_ms=ms(timings),
+    )

@@ -1,0 +1,207 @@
+"""Request and response bodies of the HTTP API (pydantic), and their builders from pipeline and
+gallery records. Times are in milliseconds, boxes are [x1, y1, x2, y2] pixels of the upright video
+as decoded (see `video.size`), frame indices refer to the source stream."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from gallery import Candidate, Identification, SequenceRecord, SubjectRecord, SubjectSummary
+from service.pipeline.pipeline import ClipResult
+from service.pipeline.types import AlignedSequence
+
+Box = tuple[float, float, float, float]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape."""
+
+    error: str = Field(description="stable machine-readable code, e.g. no_person, clip_too_long")
+    message: str = Field(description="what went wrong and what to do about it")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- clips and tracks -----------------------------------------------------------------------------
+class VideoInfo(BaseModel):
+    frames: int = Field(description="frames analysed (evenly sampled when the clip is longer than the limit)")
+    fps: float
+    size: tuple[int, int] = Field(description="(width, height) of the analysed frames; boxes refer to it")
+    source_size: tuple[int, int] = Field(description="(width, height) of the upright source video")
+    rotation: int = Field(description="degrees clockwise applied to honour the video's rotation metadata")
+
+
+class TrackSummary(BaseModel):
+    """A person track, short form: enough to choose one (see /enroll's track_id)."""
+
+    track_id: int
+    frames: int
+    first_frame: int
+    last_frame: int
+    median_box: Box = Field(description="median [x1, y1, x2, y2] over the track")
+
+
+class TrackDetail(TrackSummary):
+    frame_indices: list[int]
+    boxes: list[Box]
+
+
+class CandidateOut(BaseModel):
+    subject_id: str
+    display_name: str
+    similarity: float = Field(description="mean per-part cosine similarity in [-1, 1]")
+    sequence_id: int = Field(description="the subject's enrolled sequence that matched best")
+
+
+class TrackIdentification(BaseModel):
+    track: TrackDetail
+    subject_id: str | None = Field(description="the identified subject, or null when unknown")
+    display_name: str | None
+    unknown: bool = Field(description="true when no enrolled subject is similar enough (best < threshold)")
+    similarity: float | None = Field(description="similarity of the best candidate (null: empty gallery)")
+    candidates: list[CandidateOut] = Field(description="top-k subjects, best first, each once")
+    timings_ms: dict[str, float] = Field(description="this track's own stage times")
+
+
+class IdentifyResponse(BaseModel):
+    model_id: str
+    threshold: float
+    top_k: int
+    video: VideoInfo
+    tracks: list[TrackIdentification] = Field(description="one answer per person track, longest track first")
+    dropped_tracks: int = Field(description="tracks found but too short or too small to analyse")
+    timings_ms: dict[str, float] = Field(description="time per stage for the whole request")
+
+
+class EnrollResponse(BaseModel):
+    subject_id: str
+    display_name: str
+    created: bool = Field(description="false when the sequence was added to an existing subject")
+    sequence_id: int
+    replaced_sequence_ids: list[int]
+    sequence_count: int = Field(description="sequences the subject now has")
+    model_id: str
+    track: TrackDetail = Field(description="the person track that was enrolled")
+    candidate_tracks: int = Field(description="usable person tracks in the clip")
+    video: VideoInfo
+    timings_ms: dict[str, float]
+
+
+# -- subjects -------------------------------------------------------------------------------------
+class SequenceOut(BaseModel):
+    sequence_id: int
+    frames: int
+    has_depth: bool
+    model_ids: list[str]
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+class SubjectOut(BaseModel):
+    subject_id: str
+    display_name: str
+    metadata: dict[str, Any]
+    sequence_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubjectDetail(SubjectOut):
+    sequences: list[SequenceOut]
+
+
+class SubjectList(BaseModel):
+    subjects: list[SubjectOut]
+    total: int = Field(description="subjects in your gallery")
+    offset: int
+    limit: int
+
+
+class DeleteResponse(BaseModel):
+    subject_id: str
+    deleted_sequences: int
+
+
+# -- health ---------------------------------------------------------------------------------------
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class CheckOut(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = Field(None, description="the command or setting that fixes a failed check")
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    checks: list[CheckOut]
+
+
+# -- builders -------------------------------------------------------------------------------------
+def ms(timings_s: dict[str, float]) -> dict[str, float]:
+    return {stage: round(seconds * 1000.0, 3) for stage, seconds in timings_s.items()}
+
+
+def video_info(result: ClipResult) -> VideoInfo:
+    return VideoInfo(frames=result.frame_count, fps=round(float(result.fps), 3), size=tuple(result.size),
+                     source_size=tuple(result.source_size), rotation=int(result.rotation))
+
+
+def _box(row: np.ndarray) -> Box:
+    return tuple(round(float(v), 1) for v in row)  # type: ignore[return-value]
+
+
+def track_summary(sequence: AlignedSequence) -> TrackSummary:
+    indices = np.asarray(sequence.frame_indices)
+    return TrackSummary(
+        track_id=int(sequence.track_id), frames=len(indices),
+        first_frame=int(indices.min()), last_frame=int(indices.max()),
+        median_box=_box(np.median(np.asarray(sequence.boxes, np.float64), axis=0)),
+    )
+
+
+def track_detail(sequence: AlignedSequence) -> TrackDetail:
+    return TrackDetail(
+        **track_summary(sequence).model_dump(),
+        frame_indices=[int(i) for i in sequence.frame_indices],
+        boxes=[_box(b) for b in np.asarray(sequence.boxes)],
+    )
+
+
+def candidate_out(candidate: Candidate) -> CandidateOut:
+    return CandidateOut(subject_id=candidate.subject_id, display_name=candidate.display_name,
+                        similarity=round(float(candidate.score), 6), sequence_id=int(candidate.sequence_id))
+
+
+def track_identification(sequence: AlignedSequence, answer: Identification) -> TrackIdentification:
+    best = answer.best
+    return TrackIdentification(
+        track=track_detail(sequence),
+        subject_id=answer.subject_id,
+        display_name=best.display_name if answer.is_known and best else None,
+        unknown=not answer.is_known,
+        similarity=None if best is None else round(float(best.score), 6),
+        candidates=[candidate_out(c) for c in answer.candidates],
+        timings_ms=ms(sequence.timings),
+    )
+
+
+def sequence_out(record: SequenceRecord) -> SequenceOut:
+    return SequenceOut(sequence_id=record.sequence_id, frames=record.frames, has_depth=record.has_depth,
+                       model_ids=list(record.model_ids), metadata=record.metadata, created_at=record.created_at)
+
+
+def subject_out(summary: SubjectSummary) -> SubjectOut:
+    return SubjectOut(subject_id=summary.subject_id, display_name=summary.display_name,
+                      metadata=summary.metadata, sequence_count=summary.sequence_count,
+                      created_at=summary.created_at, updated_at=summary.updated_at)
+
+
+def subject_detail(record: SubjectRecord) -> SubjectDetail:
+    return SubjectDetail(**subject_out(record).model_dump(), sequences=[sequence_out(s) for s in record.sequences])

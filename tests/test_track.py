@@ -1,0 +1,103 @@
+"""Tracking detections into people with supervision's ByteTrack (synthetic walkers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.pipeline.track import TrackerConfig, associate, filter_tracks, track_people
+from service.pipeline.types import FrameDetections
+
+H, W = 240, 320
+
+
+def frame_with(people: list[tuple[float, float, float, float]], score: float = 0.9) -> FrameDetections:
+    """Detections for boxes (x0, y0, x1, y1), each mask filling its box exactly."""
+    if not people:
+        return FrameDetections.empty(H, W)
+    boxes = np.asarray(people, np.float32)
+    masks = np.zeros((len(people), H, W), bool)
+    for i, (x0, y0, x1, y1) in enumerate(people):
+        masks[i, int(y0):int(y1), int(x0):int(x1)] = True
+    return FrameDetections(boxes, np.full(len(people), score, np.float32), masks)
+
+
+def walk(t: int, start_x: float, speed: float, y: float = 60, height: float = 120, width: float = 40):
+    x = start_x + speed * t
+    return (x, y, x + width, y + height)
+
+
+def test_two_walkers_become_two_tracks_with_their_own_masks():
+    frames = [frame_with([walk(t, 10, 4), walk(t, 270, -3, y=80, height=100)]) for t in range(40)]
+    tracks = track_people(frames, fps=25)
+    assert len(tracks) == 2
+    for track in tracks:
+        assert len(track.positions) >= 38  # ByteTrack confirms a new track on its second frame
+        xs = track.boxes[:, 0]
+        speeds = np.diff(xs) / np.diff(track.positions)
+        assert np.allclose(speeds, speeds[0])  # one walker per track, no identity swap
+        for position, box, mask in zip(track.positions, track.boxes, track.masks):
+            x0, y0, x1, y1 = box.astype(int)
+            assert mask[y0:y1, x0:x1].all() and mask.sum() == (x1 - x0) * (y1 - y0)
+            assert any(np.array_equal(box, b) for b in frames[position].boxes)
+    assert {round(float(np.diff(t.boxes[:, 0]).mean())) for t in tracks} == {4, -3}
+
+
+def test_crossing_walkers_keep_their_identity():
+    frames = [frame_with([walk(t, 20, 5), walk(t, 250, -5, y=70)]) for t in range(50)]
+    tracks = track_people(frames, fps=25)
+    assert len(tracks) == 2
+    for track in tracks:
+        steps = np.diff(track.boxes[:, 0]) / np.diff(track.positions)
+        assert np.allclose(steps, steps[0])
+
+
+def test_short_gap_keeps_the_same_track():
+    """A person hidden for 5 frames (0.2 s at 25 fps) comes back under the same id."""
+    frames = [frame_with([] if 20 <= t < 25 else [walk(t, 10, 4)]) for t in range(45)]
+    tracks = track_people(frames, fps=25)
+    assert len(tracks) == 1
+    positions = tracks[0].positions
+    assert not np.isin(np.arange(20, 25), positions).any()
+    assert positions[-1] == 44 and len(positions) >= 38
+
+
+def test_short_and_small_tracks_are_dropped():
+    config = TrackerConfig(min_track_frames=15, min_person_height=40)
+    frames = []
+    for t in range(30):
+        people = [walk(t, 10, 3)]  # kept: 30 frames, 120 px tall
+        if t < 10:
+            people.append(walk(t, 200, 2, y=20, height=100))  # only 10 frames
+        people.append(walk(t, 150, -2, y=180, height=30, width=12))  # 30 frames but 30 px tall
+        frames.append(frame_with(people))
+    everything = associate(frames, fps=25, config=config)
+    assert len(everything) == 3
+    kept = filter_tracks(everything, config)
+    assert len(kept) == 1
+    assert np.median(kept[0].boxes[:, 3] - kept[0].boxes[:, 1]) == pytest.approx(120)
+
+
+def test_sampled_clips_report_source_frame_indices():
+    frames = [frame_with([walk(t, 10, 6)]) for t in range(30)]
+    source_indices = np.arange(30, dtype=np.int64) * 4 + 100  # every 4th frame from 100
+    (track,) = track_people(frames, source_indices, fps=25 / 4)
+    np.testing.assert_array_equal(track.frame_indices, source_indices[track.positions])
+
+
+def test_low_score_detections_only_extend_tracks():
+    """ByteTrack's second association: weak boxes continue a track but never start one."""
+    frames = [frame_with([walk(t, 10, 4)], score=0.9 if t < 10 else 0.2) for t in range(30)]
+    frames += [frame_with([walk(t, 200, -4)], score=0.2) for t in range(30)]
+    tracks = track_people(frames, fps=25)
+    assert len(tracks) == 1
+    assert tracks[0].positions.max() == 29  # carried through the weak frames, then nothing new
+
+
+def test_nobody():
+    assert track_people([FrameDetections.empty(H, W) for _ in range(20)]) == []
+
+
+def test_lengths_must_match():
+    with pytest.raises(ValueError):
+        track_people([FrameDetections.empty(H, W)] * 3, np.arange(4))
