@@ -12,7 +12,7 @@ frame at 518, then upsampled to the frame, the way its model card shows.
 WEIGHTS ARE RANDOM (no pretrained weights can be downloaded here): only the speed is meaningful.
 The random YOLO finds no one, so both sides skip mask assembly; the person track that depth runs on
 is synthetic (a walker-shaped box, 70% of the frame height, drifting across the frame).
-Times are per frame, median-free single runs after a warm-up; CPU time (process_time) is reported
+Times are per frame, one timed run after a warm-up; CPU time (process_time) is reported
 beside wall time because the machine may be shared: under load wall time inflates, CPU time much less.
 Ratios are naive / ours (> 1 = ours faster).
 """
@@ -246,7 +246,7 @@ def naive_depth(frames: np.ndarray) -> tuple[Row, Row]:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"\n{'stage':21} {'how':58} {'input':>13} {'frames':>6} {'ms/frame wall':>14} {'ms/frame CPU':>13}")
+    print(f"\n{'stage':21} {'how':58} {'input HxW':>13} {'frames':>6} {'ms/frame wall':>14} {'ms/frame CPU':>13}")
     for r in rows:
         print(f"{r.stage:21} {r.how:58} {r.network_input:>13} {r.frames:>6} {r.wall_ms:>14.1f} {r.cpu_ms:>13.1f}")
 

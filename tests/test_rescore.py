@@ -457,6 +457,9 @@ def test_cli_rescore_and_report(tmp_path, monkeypatch, archive, tiny_model):
         assert done.exit_code == 0, done.output
         assert "2 processed" in done.output and "1 tracks" in done.output
         assert [r["decision"] for r in read_results(out)] == ["error", "unknown"]  # empty gallery
+        changed = cli.invoke(app, ["rescore", str(listing), "--out", str(out), "--no-progress", "--max-frames", "50"])
+        assert changed.exit_code == 0 and "2 already done" in changed.output
+        assert "other settings" in changed.output and "--force" in changed.output  # kept, with a warning
         report = cli.invoke(app, ["rescore-report", str(out), "--out", str(tmp_path / "r.html")])
         assert report.exit_code == 0 and (tmp_path / "r.html").exists(), report.output
         missing = cli.invoke(app, ["rescore", str(tmp_path / "nowhere"), "--out", str(out), "--no-progress"])

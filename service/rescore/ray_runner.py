@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Container, Sequence
 from typing import Any
 
 import numpy as np
 
+from service.rescore.errors import RescoreError
 from service.rescore.extract import ContentClaims, ExtractorSpec, FileJob
 from service.rescore.local import Sink
 
@@ -72,9 +74,13 @@ class RayRunner:
             context.enable_progress_bars = False  # the job's own bar counts files
             for outcome in self._stream(ray, jobs, frozenset(done)):
                 if outcome.model_id != self.model_id:
-                    raise RuntimeError(f"a Ray worker embedded with model {outcome.model_id}, the driver expected "
+                    raise RescoreError(f"a Ray worker embedded with model {outcome.model_id}, the driver expected "
                                        f"{self.model_id}: the embedding model file differs between nodes")
                 sink(outcome)
+        except ray.exceptions.RayError as exc:
+            # An actor that cannot start (model missing on a node) or a lost node: what finished is saved.
+            raise RescoreError(f"the Ray job failed ({type(exc).__name__}: {_summary(exc)}); finished videos "
+                               "are saved, run the same command again to go on") from exc
         finally:
             if started_here:
                 ray.shutdown()
@@ -92,3 +98,14 @@ class RayRunner:
         )
         for row in extracted.iter_rows():
             yield pickle.loads(row["outcome"])
+
+
+def _summary(error: BaseException) -> str:
+    """Ray's error text is a traceback with terminal colours: keep its first and last lines (the cause)."""
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[-1] != lines[0]:
+        return f"{lines[0]} ... {lines[-1]}"
+    return lines[0] if lines else ""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
