@@ -5,8 +5,8 @@ per-part-normalised and flattened to 4096 float32 exactly as the gallery does
 (gallery.metric.normalize_embeddings). Subjects have 10 sequences each. Like a trained model's
 features, everyone shares a common component: sequence = common + 0.25 * identity + 0.7 * noise
 (all standard normal), so a genuine pair scores 0.682 +- 0.007 and an impostor pair
-0.642 +- 0.008: identities are ~5 impostor standard deviations apart, so at 1M sequences the
-exact search itself starts to confuse subjects and quantisation errors show up in the ranking.
+0.642 +- 0.008: identities are only ~5 impostor standard deviations apart, so quantisation
+errors show up in the ranking (e.g. PQ loses subjects at 100k).
 A query is a fresh sample of an enrolled subject.
 
 Index kinds:

@@ -7,10 +7,10 @@
         answer.subject_id  # "alice", or None for unknown
 
 See gallery.gallery for the guarantees (metric, namespaces, crash safety, concurrency) and
-gallery.calibrate for choosing the threshold.
+gallery.calibration for choosing the threshold (CLI: `python -m gallery calibrate`).
 """
 
-from gallery.calibrate import CalibrationReport, calibrate, calibrate_file
+from gallery.calibration import CalibrationReport, calibrate, calibrate_file
 from gallery.errors import (
     GalleryClosedError,
     GalleryError,
@@ -69,3 +69,4 @@ __all__ = [
     "normalize_embeddings",
     "similarity_matrix",
 ]
+

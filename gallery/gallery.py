@@ -14,7 +14,7 @@ exactly by the index as an inner product. A search ranks *subjects*: a subject w
 sequences counts once, scored by its best sequence (max over its sequences), so enrolling more
 walks of one person improves recall without crowding others out of the top-k. The answer is
 "unknown" when the best subject's score is below the threshold (`Gallery.threshold`, or the
-`threshold` argument; calibrate it with gallery.calibrate).
+`threshold` argument; calibrate it with gallery.calibration).
 
 Models. Embeddings of different models are never compared. Each namespace has an active model;
 enrolling or searching with another model raises ModelMismatchError (status().needs_reembed()
@@ -277,7 +277,7 @@ class Gallery:
 
     def export_embeddings(self, *, namespace: str = DEFAULT_NAMESPACE) -> tuple[np.ndarray, list[str], np.ndarray]:
         """(sequence ids (N,), subject ids, raw embeddings (N, C, P)) of the active model, e.g. to
-        calibrate the threshold on the enrolled data (gallery.calibrate)."""
+        calibrate the threshold on the enrolled data (gallery.calibration)."""
         self._check_open()
         namespace = _check_namespace(namespace)
         with self.store.read() as conn:

@@ -31,7 +31,7 @@ from gallery import (
     namespace_for_api_key,
     normalize_embeddings,
 )
-from gallery.calibrate import app as calibrate_app
+from gallery.__main__ import app as gallery_cli
 from gallery.index import VectorIndex
 
 C, P = 256, 16
@@ -609,10 +609,10 @@ def test_calibrate_cli(tmp_path: Path, rng: np.random.Generator) -> None:
     path = tmp_path / "emb.npz"
     np.savez(path, embeddings=embs, labels=labels)
     out = tmp_path / "summary.json"
-    result = CliRunner().invoke(calibrate_app, [str(path), "--target-far", "0.1", "--json", str(out)])
+    result = CliRunner().invoke(gallery_cli, ["calibrate", str(path), "--target-far", "0.1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "threshold at FAR <= 0.1" in result.output and "| threshold | FAR | FRR |" in result.output
     summary = json.loads(out.read_text())
     assert summary["threshold"] == pytest.approx(calibrate(embs, labels, target_far=0.1).threshold)
-    bad = CliRunner().invoke(calibrate_app, [str(tmp_path / "missing.npz")])
+    bad = CliRunner().invoke(gallery_cli, ["calibrate", str(tmp_path / "missing.npz")])
     assert bad.exit_code == 2 and "error:" in bad.output

@@ -17,7 +17,7 @@ The report gives FAR and FRR at every distinct score, the lowest threshold whose
 `target_far` (the one that rejects the fewest genuine trials under that constraint), and the
 equal error rate. Scores are exact for the "flat" index; the "fp16" index moves them by ~1e-3.
 
-CLI: `python -m gallery.calibrate EMBEDDINGS.npz --target-far 0.01` with arrays `embeddings`
+CLI: `python -m gallery calibrate EMBEDDINGS.npz --target-far 0.01` with arrays `embeddings`
 (N, C, P), `labels` (N,) and optionally `gallery` (N,) bool.
 """
 
@@ -235,12 +235,8 @@ def _candidate_thresholds(genuine: np.ndarray, impostor: np.ndarray) -> np.ndarr
     return np.append(unique, np.nextafter(unique[-1], np.inf))
 
 
-# -- CLI -------------------------------------------------------------------------------------
-app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
-
-
-@app.command()
-def main(
+# -- CLI (registered by gallery/__main__.py; the `gaitid` CLI can register it too) --------------
+def calibrate_command(
     embeddings_file: Annotated[Path, typer.Argument(help=".npz with embeddings (N,C,P), labels (N,), [gallery (N,) bool]")],
     target_far: Annotated[float, typer.Option(help="false-accept rate to pick the threshold for")] = 0.01,
     rows: Annotated[int, typer.Option(help="rows of the FAR/FRR table")] = 11,
@@ -260,7 +256,3 @@ def main(
                f"EER {report.eer:.4%} at {report.eer_threshold:.6f}")
     if json_out is not None:
         json_out.write_text(json.dumps(report.summary(), indent=2))
-
-
-if __name__ == "__main__":
-    app()

@@ -1,0 +1,54 @@
+"""The shipped reference model (models/), end to end on people it never saw in training.
+
+CASIA-B subjects 001-006 are excluded from its training set. They are enrolled from the CASIA-B
+silhouettes of *other* walks (nm-02..04, side view); their raw RGB clips (nm-01) then go through the
+whole service: HTTP upload, decoding, background subtraction, tracking, alignment, embedding, search.
+"""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gallery import Gallery
+from gallery.types import SequenceInput
+from model.dataset import load_sequence, trim_to_network_width
+from service.app import create_app
+from service.pipeline.embed import GaitEmbedder, read_metadata
+from service.settings import SHIPPED_EMBEDDING_MODEL, Settings
+
+RESERVED = ["001", "002", "003", "004", "005", "006"]
+CLIPS = ["002", "003", "004"]
+
+
+def test_shipped_model_is_the_default_and_describes_itself():
+    assert SHIPPED_EMBEDDING_MODEL.exists(), "the reference model must be shipped in models/"
+    assert Settings(_env_file=None).embedding_model == SHIPPED_EMBEDDING_MODEL
+    meta = read_metadata(SHIPPED_EMBEDDING_MODEL)
+    assert meta.variant == "silhouette" and meta.inputs == ["sils"] and not meta.needs_depth
+    assert "007-074" in meta.training_data  # 001-006 are reserved for these checks
+    assert SHIPPED_EMBEDDING_MODEL.stat().st_size < 40e6
+
+
+@pytest.mark.data
+def test_identifies_unseen_casia_b_walkers_from_their_raw_video(tmp_path, casia_root, videos_dir):
+    embedder = GaitEmbedder(SHIPPED_EMBEDDING_MODEL, providers="cpu")
+    settings = Settings(_env_file=None, data_dir=tmp_path, providers="cpu",
+                        background_clip=videos_dir / "casia-b" / "001-bkgrd-090.avi")
+    with Gallery(settings.gallery_dir) as gallery:
+        for subject in RESERVED:
+            sequences = []
+            for walk in ("nm-02", "nm-03", "nm-04"):
+                sils = trim_to_network_width(load_sequence(casia_root / subject / walk / "090"))
+                sequences.append(SequenceInput(silhouettes=sils, embedding=embedder.embed(sils),
+                                               metadata={"source": f"casia-b {subject}/{walk}/090"}))
+            gallery.enroll(subject, sequences, model_id=embedder.model_id)
+
+    with TestClient(create_app(settings)) as client:
+        for subject in CLIPS:
+            video = (videos_dir / "casia-b" / f"{subject}-nm-01-090.avi").read_bytes()
+            response = client.post("/identify", files={"video": (f"{subject}.avi", video)})
+            assert response.status_code == 200, response.text
+            tracks = response.json()["tracks"]
+            assert len(tracks) == 1
+            best = tracks[0]["candidates"][0]
+            assert best["subject_id"] == subject, tracks[0]["candidates"]
+            assert not tracks[0]["unknown"], tracks[0]
