@@ -23,15 +23,13 @@ CLI: `python -m gallery calibrate EMBEDDINGS.npz --target-far 0.01` with arrays 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-import typer
 
 from gallery.errors import InvalidInputError
 from gallery.metric import as_embedding_batch, normalize_embeddings
@@ -235,24 +233,15 @@ def _candidate_thresholds(genuine: np.ndarray, impostor: np.ndarray) -> np.ndarr
     return np.append(unique, np.nextafter(unique[-1], np.inf))
 
 
-# -- CLI (registered by gallery/__main__.py; the `gaitid` CLI can register it too) --------------
-def calibrate_command(
-    embeddings_file: Annotated[Path, typer.Argument(help=".npz with embeddings (N,C,P), labels (N,), [gallery (N,) bool]")],
-    target_far: Annotated[float, typer.Option(help="false-accept rate to pick the threshold for")] = 0.01,
-    rows: Annotated[int, typer.Option(help="rows of the FAR/FRR table")] = 11,
-    json_out: Annotated[Path | None, typer.Option("--json", help="also write the summary as JSON")] = None,
-) -> None:
-    """Print FAR/FRR over thresholds and the threshold at the target FAR (and the EER)."""
-    try:
-        report = calibrate_file(embeddings_file, target_far=target_far)
-    except InvalidInputError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"{report.mode}: {report.genuine_trials} genuine, {report.impostor_trials} impostor trials"
-               + (f", {report.misidentified} misidentified" if report.mode == "open-set" else ""))
-    typer.echo(report.table(rows))
-    typer.echo(f"threshold at FAR <= {target_far:g}: {report.threshold:.6f} "
-               f"(FAR {report.far_at_threshold:.4%}, FRR {report.frr_at_threshold:.4%}); "
-               f"EER {report.eer:.4%} at {report.eer_threshold:.6f}")
-    if json_out is not None:
-        json_out.write_text(json.dumps(report.summary(), indent=2))
+def format_report(report: CalibrationReport, target_far: float, rows: int = 11) -> str:
+    """The FAR/FRR table and the chosen threshold, as printed by `gaitid calibrate`."""
+    trials = f"{report.mode}: {report.genuine_trials} genuine, {report.impostor_trials} impostor trials"
+    if report.mode == "open-set":
+        trials += f", {report.misidentified} misidentified"
+    return "\n".join([
+        trials,
+        report.table(rows),
+        (f"threshold at FAR <= {target_far:g}: {report.threshold:.6f} "
+         f"(FAR {report.far_at_threshold:.4%}, FRR {report.frr_at_threshold:.4%}); "
+         f"EER {report.eer:.4%} at {report.eer_threshold:.6f}"),
+    ])

@@ -7,7 +7,6 @@ into random reads.
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 
 import cv2
@@ -17,7 +16,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from model.config import AugmentConfig, DataConfig
-from model.dataset import SequenceInfo, list_sequences, load_sequence, parse_subject_range, trim_to_network_width
+from model.dataset import (
+    SequenceInfo,
+    list_sequences,
+    load_sequence,
+    parse_subject_range,
+    trim_to_network_width,
+)
 
 
 @dataclass
@@ -29,7 +34,7 @@ class SequenceBank:
     subjects: list[str]  # class index -> subject id
 
     @classmethod
-    def load(cls, cfg: DataConfig, subjects_spec: str, need_depth: bool, need_sils: bool = True) -> "SequenceBank":
+    def load(cls, cfg: DataConfig, subjects_spec: str, need_depth: bool, need_sils: bool = True) -> SequenceBank:
         subjects = parse_subject_range(subjects_spec)
         infos = list_sequences(cfg.silhouette_root, subjects)
         if not infos:

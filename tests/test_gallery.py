@@ -31,8 +31,8 @@ from gallery import (
     namespace_for_api_key,
     normalize_embeddings,
 )
-from gallery.__main__ import app as gallery_cli
 from gallery.index import VectorIndex
+from service.cli import app as gaitid_cli
 
 C, P = 256, 16
 REPO = Path(__file__).resolve().parent.parent
@@ -609,10 +609,10 @@ def test_calibrate_cli(tmp_path: Path, rng: np.random.Generator) -> None:
     path = tmp_path / "emb.npz"
     np.savez(path, embeddings=embs, labels=labels)
     out = tmp_path / "summary.json"
-    result = CliRunner().invoke(gallery_cli, ["calibrate", str(path), "--target-far", "0.1", "--json", str(out)])
+    result = CliRunner().invoke(gaitid_cli, ["calibrate", str(path), "--target-far", "0.1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "threshold at FAR <= 0.1" in result.output and "| threshold | FAR | FRR |" in result.output
     summary = json.loads(out.read_text())
     assert summary["threshold"] == pytest.approx(calibrate(embs, labels, target_far=0.1).threshold)
-    bad = CliRunner().invoke(gallery_cli, ["calibrate", str(tmp_path / "missing.npz")])
+    bad = CliRunner().invoke(gaitid_cli, ["calibrate", str(tmp_path / "missing.npz")])
     assert bad.exit_code == 2 and "error:" in bad.output

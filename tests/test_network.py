@@ -99,7 +99,7 @@ def test_modality_weights_sum_to_one_per_position(variant):
 
 def test_mcf_has_local_and_global_branches_attention_only_local():
     mcf, att = build_model(tiny("mcf")), build_model(tiny("attention"))
-    kernels = lambda f: [b[3].kernel_size for b in f.weights.branches]  # noqa: E731
+    kernels = lambda f: [b[3].kernel_size for b in f.weights.branches]
     assert kernels(mcf.fusions[0]) == [(3, 3), (5, 5)]
     assert kernels(att.fusions[0]) == [(3, 3)]
 

@@ -39,7 +39,7 @@ class FrameDetections:
     masks: np.ndarray  # (N, H, W) bool, full-frame masks
 
     @staticmethod
-    def empty(height: int, width: int) -> "FrameDetections":
+    def empty(height: int, width: int) -> FrameDetections:
         return FrameDetections(
             np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, height, width), bool)
         )

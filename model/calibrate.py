@@ -1,0 +1,43 @@
+"""Calibrating the service's open-set threshold on a labelled silhouette dataset.
+
+Some subjects are enrolled (their gallery conditions, e.g. CASIA-B nm-01..04), the others are never
+enrolled: every remaining sequence is a probe. Probes of enrolled subjects give the genuine scores
+(false rejects), probes of subjects never enrolled the impostor scores (false accepts) — the
+situation the service is in when a stranger walks past the camera.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gallery.calibration import CalibrationReport, calibrate
+from model.dataset import list_sequences, parse_subject_range
+from model.evaluate import embed_dataset
+
+CASIA_B_GALLERY = ("nm-01", "nm-02", "nm-03", "nm-04")
+
+
+def calibrate_on_dataset(
+    model: str | Path,
+    dataset_root: str | Path,
+    subjects: str | None = None,
+    enrolled_fraction: float = 0.5,
+    gallery_conditions: tuple[str, ...] = CASIA_B_GALLERY,
+    target_far: float = 0.01,
+    depth_root: str | Path | None = None,
+    save_embeddings: str | Path | None = None,
+) -> CalibrationReport:
+    sequences = list_sequences(dataset_root, parse_subject_range(subjects))
+    if not sequences:
+        raise ValueError(f"no sequences under {dataset_root} for subjects {subjects or 'all'}")
+    names = sorted({s.subject for s in sequences})
+    enrolled = set(names[: max(1, round(len(names) * enrolled_fraction))])
+    embedded = embed_dataset(model, sequences, depth_root=depth_root)
+    kept = embedded.sequences
+    labels = np.array([s.subject for s in kept])
+    gallery_mask = np.array([s.subject in enrolled and s.condition in gallery_conditions for s in kept])
+    if save_embeddings:
+        np.savez(save_embeddings, embeddings=embedded.embeddings, labels=labels, gallery=gallery_mask)
+    return calibrate(embedded.embeddings, labels, gallery_mask=gallery_mask, target_far=target_far)
