@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     min_track_frames: int = 15
     min_person_height: int = 40
     top_k: int = 5
-    unknown_threshold: float = Field(0.5, description="mean per-part cosine below which the answer is unknown")
+    # The shipped model's equal-error point from `gaitid calibrate` on subjects it never trained on
+    # (models/README.md); re-calibrate for another model or your own footage.
+    unknown_threshold: float = Field(0.9996, description="mean per-part cosine below which the answer is unknown")
 
     # Comma-separated API keys; empty disables authentication (the embedded single-user default).
     api_keys: str = ""
