@@ -101,6 +101,9 @@ def test_compose_takes_configuration_from_the_environment():
     assert service["environment"]["GAITID_API_KEYS"] == "k1,k2"
     assert service["environment"]["GAITID_UNKNOWN_THRESHOLD"] == "0.62"
     assert service["ports"][0]["published"] == "9000"
+    # Unset on the host, the threshold stays unset in the container: the service's calibrated default wins.
+    unset = json.loads(compose_config(COMPOSE_FILE).stdout)["services"]["gaitid"]["environment"]
+    assert unset["GAITID_UNKNOWN_THRESHOLD"] is None
 
 
 def test_compose_cpu_profile():
