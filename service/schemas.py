@@ -25,6 +25,11 @@ class ErrorBody(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+def error_responses(why: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for a route: each status answers an ErrorBody, with why it happens."""
+    return {status: {"model": ErrorBody, "description": reason} for status, reason in why.items()}
+
+
 # -- clips and tracks -----------------------------------------------------------------------------
 class VideoInfo(BaseModel):
     frames: int = Field(description="frames analysed (evenly sampled when the clip is longer than the limit)")

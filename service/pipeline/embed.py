@@ -85,7 +85,7 @@ class GaitEmbedder:
         """Several sequences. Equal lengths run as one batch; unequal ones run one by one (the
         network pools over time, so padding would change the answer)."""
         if self.needs_depth and depth is None:
-            raise ValueError("this model needs depth sequences (variant %s)" % self.metadata.variant)
+            raise ValueError(f"this model needs depth sequences (variant {self.metadata.variant})")
         lengths = {len(s) for s in silhouettes}
         if len(lengths) == 1:
             return self._run(silhouettes, depth)

@@ -25,22 +25,19 @@ from service.deps import (
 from service.pipeline.pipeline import ClipResult
 from service.pipeline.types import AlignedSequence
 from service.routers.clips import process_upload
-from service.schemas import EnrollResponse, ErrorBody, ms, track_detail, track_summary, video_info
+from service.schemas import EnrollResponse, error_responses, ms, track_detail, track_summary, video_info
 
 router = APIRouter(tags=["enroll"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": why}
-    for status, why in {
-        401: "missing or invalid API key",
-        409: "several people in the clip (choose one with track_id; details.tracks lists them), "
-             "the subject exists (if_exists=error), or the gallery holds another model's embeddings",
-        413: "upload or clip too long",
-        415: "not a video this server can decode",
-        422: "invalid field, nobody walking, too few frames, or an unknown track_id",
-        503: "models or gallery not ready (see /readyz)",
-    }.items()
-}
+_ERRORS = error_responses({
+    401: "missing or invalid API key",
+    409: "several people in the clip (choose one with track_id; details.tracks lists them), "
+         "the subject exists (if_exists=error), or the gallery holds another model's embeddings",
+    413: "upload or clip too long",
+    415: "not a video this server can decode",
+    422: "invalid field, nobody walking, too few frames, or an unknown track_id",
+    503: "models or gallery not ready (see /readyz)",
+})
 
 
 @router.post("/enroll", status_code=201, response_model=EnrollResponse, responses=_ERRORS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import numpy as np
@@ -12,21 +12,18 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from service.deps import ClipLimiterDep, GalleryDep, MetricsDep, NamespaceDep, PipelineDep, SettingsDep
 from service.routers.clips import process_upload
-from service.schemas import ErrorBody, IdentifyResponse, ms, track_identification, video_info
+from service.schemas import IdentifyResponse, error_responses, ms, track_identification, video_info
 
 router = APIRouter(tags=["identify"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": why}
-    for status, why in {
-        401: "missing or invalid API key",
-        409: "the gallery holds embeddings of another model (re-embed it)",
-        413: "upload or clip too long",
-        415: "not a video this server can decode",
-        422: "invalid field, nobody walking, or too few frames",
-        503: "models or gallery not ready (see /readyz)",
-    }.items()
-}
+_ERRORS = error_responses({
+    401: "missing or invalid API key",
+    409: "the gallery holds embeddings of another model (re-embed it)",
+    413: "upload or clip too long",
+    415: "not a video this server can decode",
+    422: "invalid field, nobody walking, or too few frames",
+    503: "models or gallery not ready (see /readyz)",
+})
 
 
 @router.post("/identify", response_model=IdentifyResponse, responses=_ERRORS)

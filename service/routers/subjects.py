@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query
 
 from service.deps import GalleryDep, NamespaceDep
-from service.schemas import DeleteResponse, ErrorBody, SubjectDetail, SubjectList, subject_detail, subject_out
+from service.schemas import (
+    DeleteResponse,
+    SubjectDetail,
+    SubjectList,
+    error_responses,
+    subject_detail,
+    subject_out,
+)
 
 router = APIRouter(prefix="/subjects", tags=["subjects"])
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "missing or invalid API key"},
-    404: {"model": ErrorBody, "description": "no such subject in your gallery"},
-}
+_NOT_FOUND = error_responses({401: "missing or invalid API key", 404: "no such subject in your gallery"})
 
 
 @router.get("", response_model=SubjectList, responses={401: _NOT_FOUND[401]})
