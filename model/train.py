@@ -47,7 +47,7 @@ def validate(model: torch.nn.Module, bank: SequenceBank, device: torch.device) -
     embeddings = embed_bank(model, bank, device)
     labels = [(i.subject, i.condition, i.view) for i in bank.infos]
     result = evaluate_embeddings(embeddings, labels, protocol="casia-b", metric="euclidean")
-    return result.summary() if hasattr(result, "summary") else result
+    return result.summary()
 
 
 def run_training(
@@ -108,49 +108,48 @@ def run_training(
     workers = cfg.data.workers if cuda else 0  # on CPU the workers would compete with the math for cores
     loader = iter(DataLoader(batches, batch_size=None, num_workers=workers, pin_memory=cuda,
                              persistent_workers=workers > 0))
-    log = open(out / "train_log.jsonl", "a")
-    began = time.monotonic()
-    frames_done = 0
-    history: list[dict] = []
-    model.train()
-    bar = tqdm(range(start, cfg.trainer.iterations), initial=start, total=cfg.trainer.iterations, desc="train", unit="it")
-    iteration = start
-    for iteration in bar:
-        batch = next(loader)
-        sils = batch["sils"].to(dev, non_blocking=True)
-        depths = batch["depths"].to(dev, non_blocking=True) if "depths" in batch else None
-        labels = batch["labels"].to(dev, non_blocking=True)
-        with torch.autocast(dev.type, enabled=use_amp, dtype=torch.float16):
-            outputs = model(sils=sils if "sils" in modalities else None, depths=depths)
-            loss, stats = criterion(outputs, labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        frames_done += frames_per_batch(cfg.data)
-        elapsed = time.monotonic() - began
-        stats.update(iteration=iteration + 1, lr=scheduler.get_last_lr()[0], frames_per_s=frames_done / elapsed)
-        history.append(stats)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", fps=f"{stats['frames_per_s']:.0f}")
-        if (iteration + 1) % cfg.trainer.log_every == 0 or iteration + 1 == cfg.trainer.iterations:
-            log.write(json.dumps(stats) + "\n")
-            log.flush()
-        if (iteration + 1) % cfg.trainer.save_every == 0:
-            checkpoint(iteration + 1)
-        if cfg.trainer.time_limit_min and elapsed > cfg.trainer.time_limit_min * 60:
-            tqdm.write(f"time limit reached at iteration {iteration + 1}")
-            break
-        if cfg.trainer.val_every and cfg.data.val_subjects and (iteration + 1) % cfg.trainer.val_every == 0:
-            _validate_and_log(model, cfg, dev, log, iteration + 1)
-            model.train()
-    bar.close()
-    done = iteration + 1 if history else start
-    checkpoint(done)
-    summary = {"iterations": done, "seconds": time.monotonic() - began, "history": history}
-    if cfg.data.val_subjects:
-        summary["validation"] = _validate_and_log(model, cfg, dev, log, done)
-    log.close()
+    with open(out / "train_log.jsonl", "a") as log:
+        began = time.monotonic()
+        frames_done = 0
+        history: list[dict] = []
+        model.train()
+        bar = tqdm(range(start, cfg.trainer.iterations), initial=start, total=cfg.trainer.iterations, desc="train", unit="it")
+        iteration = start
+        for iteration in bar:
+            batch = next(loader)
+            sils = batch["sils"].to(dev, non_blocking=True)
+            depths = batch["depths"].to(dev, non_blocking=True) if "depths" in batch else None
+            labels = batch["labels"].to(dev, non_blocking=True)
+            with torch.autocast(dev.type, enabled=use_amp, dtype=torch.float16):
+                outputs = model(sils=sils if "sils" in modalities else None, depths=depths)
+                loss, stats = criterion(outputs, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            frames_done += frames_per_batch(cfg.data)
+            elapsed = time.monotonic() - began
+            stats.update(iteration=iteration + 1, lr=scheduler.get_last_lr()[0], frames_per_s=frames_done / elapsed)
+            history.append(stats)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", fps=f"{stats['frames_per_s']:.0f}")
+            if (iteration + 1) % cfg.trainer.log_every == 0 or iteration + 1 == cfg.trainer.iterations:
+                log.write(json.dumps(stats) + "\n")
+                log.flush()
+            if (iteration + 1) % cfg.trainer.save_every == 0:
+                checkpoint(iteration + 1)
+            if cfg.trainer.time_limit_min and elapsed > cfg.trainer.time_limit_min * 60:
+                tqdm.write(f"time limit reached at iteration {iteration + 1}")
+                break
+            if cfg.trainer.val_every and cfg.data.val_subjects and (iteration + 1) % cfg.trainer.val_every == 0:
+                _validate_and_log(model, cfg, dev, log, iteration + 1)
+                model.train()
+        bar.close()
+        done = iteration + 1 if history else start
+        checkpoint(done)
+        summary = {"iterations": done, "seconds": time.monotonic() - began, "history": history}
+        if cfg.data.val_subjects:
+            summary["validation"] = _validate_and_log(model, cfg, dev, log, done)
     return summary
 
 
