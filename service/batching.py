@@ -1,9 +1,10 @@
 """Cross-request dynamic batching for the embedding network.
 
 Each request runs its clip pipeline in a worker thread; the last step of that pipeline embeds the
-clip's aligned sequences. `EmbeddingBatcher` stands in for the `GaitEmbedder` there: a call blocks
-the calling worker thread while the batcher collects the embedding requests of other concurrent
-requests for up to `max_wait_ms`, then runs them through the network together.
+clip's aligned sequences. `EmbeddingBatcher` stands in for the `OnnxEmbedder` there (both are a
+`gaitid.contract.SequenceEmbedder`): a call blocks the calling worker thread while the batcher
+collects the embedding requests of other concurrent requests for up to `max_wait_ms`, then runs
+them through the network together.
 
 Only sequences of the same length share a batch. The network pools over time, so padding a short
 sequence to a long one would change its embedding; we never pad. Sequences of different lengths in
@@ -20,38 +21,22 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from gaitid.contract import EmbeddingModelMetadata, ModelInput, SequenceEmbedder, batches_by_length
 
 log = logging.getLogger(__name__)
 
 
-class SequenceEmbedder(Protocol):
-    """What the batcher needs from the embedding model (`service.pipeline.embed.GaitEmbedder`)."""
-
-    metadata: Any
-    model_id: str
-
-    @property
-    def needs_depth(self) -> bool: ...
-
-    def embed_batch(self, silhouettes: list[np.ndarray], depth: list[np.ndarray] | None = None) -> np.ndarray: ...
-
-
 @dataclass
 class _Request:
-    silhouettes: np.ndarray
-    depth: np.ndarray | None
+    sequence: ModelInput
     future: Future = field(default_factory=Future)
-
-    @property
-    def group_key(self) -> tuple[int, bool]:
-        # Requests batch together only when the network sees tensors of one shape.
-        return int(self.silhouettes.shape[0]), self.depth is not None
 
 
 _STOP = object()
@@ -64,7 +49,7 @@ class BatcherClosedError(RuntimeError):
 
 
 class EmbeddingBatcher:
-    """A drop-in for `GaitEmbedder.embed` / `embed_batch` that batches across threads.
+    """A `SequenceEmbedder` that batches the calls of several threads into one network call.
 
     `runners` threads each take one collection window at a time, so up to `runners` batches run
     through the network at once (useful on a CPU with more cores than one session uses).
@@ -95,41 +80,24 @@ class EmbeddingBatcher:
         for thread in self._runners:
             thread.start()
 
-    # -- the GaitEmbedder surface the pipeline uses -------------------------------------------------
     @property
-    def metadata(self) -> Any:
+    def metadata(self) -> EmbeddingModelMetadata:
         return self.embedder.metadata
 
     @property
     def model_id(self) -> str:
         return self.embedder.model_id
 
-    @property
-    def needs_depth(self) -> bool:
-        return self.embedder.needs_depth
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else the pipeline reads (path, session...) comes from the wrapped embedder.
-        if name == "embedder":  # not yet set during __init__: avoid infinite recursion
-            raise AttributeError(name)
-        return getattr(self.embedder, name)
-
-    def embed(self, silhouettes: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
-        return self.embed_batch([silhouettes], None if depth is None else [depth])[0]
-
-    def embed_batch(self, silhouettes: list[np.ndarray], depth: list[np.ndarray] | None = None) -> np.ndarray:
-        if depth is not None and len(depth) != len(silhouettes):
-            raise ValueError("silhouettes and depth must hold the same number of sequences")
-        if self.needs_depth and depth is None:
-            raise ValueError(f"this model needs depth sequences (variant {self.metadata.variant})")
-        requests = [
-            _Request(s, None if depth is None else depth[i]) for i, s in enumerate(silhouettes)
-        ]
+    def embed(self, sequences: Sequence[ModelInput]) -> np.ndarray:
+        """Blocks until every sequence is embedded (with whatever other threads sent meanwhile)."""
+        requests = [_Request(sequence) for sequence in sequences]
         with self._close_lock:
             if self._closed:
                 raise BatcherClosedError("the embedding batcher is closed (the service is shutting down)")
             for request in requests:
                 self._queue.put(request)
+        if not requests:
+            return np.empty((0, *self.metadata.embedding_shape), np.float32)
         return np.stack([request.future.result() for request in requests])
 
     def close(self, timeout: float = 5.0) -> None:
@@ -150,8 +118,9 @@ class EmbeddingBatcher:
             if first is _STOP:
                 return
             window, stop_seen = self._collect(first)
-            for group in _group_by_shape(window):
-                self._run_group(group)
+            # Only sequences of one length share a network call (see the module docstring).
+            for group in batches_by_length([r.sequence for r in window]):
+                self._run_group([window[i] for i in group])
             if stop_seen:
                 return
 
@@ -173,9 +142,7 @@ class EmbeddingBatcher:
     def _run_group(self, group: list[_Request]) -> None:
         started = time.perf_counter()
         try:
-            silhouettes = [r.silhouettes for r in group]
-            depth = None if group[0].depth is None else [r.depth for r in group]
-            embeddings = self.embedder.embed_batch(silhouettes, depth)
+            embeddings = self.embedder.embed([r.sequence for r in group])
         except BaseException as error:  # noqa: BLE001 -- every failure goes to the callers; the runner lives on
             for request in group:
                 request.future.set_exception(error)
@@ -187,10 +154,3 @@ class EmbeddingBatcher:
                 log.exception("embedding batch observer failed")
         for request, embedding in zip(group, embeddings):
             request.future.set_result(embedding)
-
-
-def _group_by_shape(window: list[_Request]) -> list[list[_Request]]:
-    groups: dict[tuple[int, bool], list[_Request]] = {}
-    for request in window:
-        groups.setdefault(request.group_key, []).append(request)
-    return list(groups.values())

@@ -1,77 +1,94 @@
-"""Service configuration, read from the environment (prefix GAITID_) or a .env file."""
+"""The service's settings, one typed part per concern, all read from the environment (prefix
+GAITID_, or a .env file) here, in `load_settings`:
+
+- `pipeline`: `service.pipeline.config.PipelineSettings` (models, segmenter, decode/track limits);
+- `gallery`: where the gallery lives and how its answers are decided (top-k, open-set threshold);
+- `http`: what the HTTP server accepts (upload size, API keys, concurrency, embedding batching).
+
+Variable names are the field names, flat (GAITID_MAX_FRAMES, GAITID_API_KEYS...), whatever part
+holds the field.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# The reference model trained on CASIA-B (see models/README.md), shipped in the repo.
-SHIPPED_EMBEDDING_MODEL = REPO_ROOT / "models" / "deepgaitv2-sil-casiab.onnx"
+from service.pipeline.config import DEFAULT_DATA_DIR, ENV_CONFIG, PipelineSettings
+
+GALLERY_SUBDIR = "gallery"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GAITID_", env_file=".env", extra="ignore")
+class GallerySettings(BaseSettings):
+    """The gallery's folder and the defaults of its answers."""
 
-    data_dir: Path = Field(Path(".gaitid"), description="gallery database, index and model files")
-    providers: str = Field("auto", description="ONNX Runtime providers: auto | cpu | cuda | tensorrt,cuda")
-    threads: int = Field(1, ge=1, description="intra-op threads per ONNX Runtime session")
+    model_config = ENV_CONFIG
 
-    # Models. Relative paths are resolved against data_dir/models.
-    embedding_model: Path = SHIPPED_EMBEDDING_MODEL
-    segmenter: Literal["auto", "yolo", "bgsub"] = Field(
-        "auto", description="auto = YOLO-seg when its ONNX file is present, else background subtraction"
-    )
-    yolo_model: Path = Path("yolov8n-seg.onnx")
-    yolo_imgsz: int = 640
-    depth_model: Path = Path("depth-anything-v2-small.onnx")
-    depth_input: Literal["crop", "full"] = "crop"
-    depth_size: int = 518
-
-    # Decoding limits.
-    max_upload_mb: float = 200.0
-    max_duration_s: float = 120.0
-    max_frames: int = 300
-    max_side: int = 1280
-
-    # Tracks and decisions.
-    min_track_frames: int = 15
-    min_person_height: int = 40
-    top_k: int = 5
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="gallery database, index and model files")
+    top_k: int = Field(5, ge=1, description="candidate subjects per track")
     # The shipped model's equal-error point from `gaitid calibrate` on subjects it never trained on
     # (models/README.md); re-calibrate for another model or your own footage.
     unknown_threshold: float = Field(0.9996, description="mean per-part cosine below which the answer is unknown")
 
+    @property
+    def gallery_dir(self) -> Path:
+        return self.data_dir / GALLERY_SUBDIR
+
+
+class HttpSettings(BaseSettings):
+    """What the HTTP server accepts and how much it does at once."""
+
+    model_config = ENV_CONFIG
+
+    max_upload_mb: float = Field(200.0, gt=0, description="largest video upload")
     # Comma-separated API keys; empty disables authentication (the embedded single-user default).
     api_keys: str = ""
-
-    # Background subtraction (the segmenter without a YOLO model): an empty-scene clip of the same
-    # fixed camera makes the background model better from the first frame. Optional.
-    background_clip: Path | None = None
-
-    # Serving. Each clip in flight holds its decoded frames (up to max_frames x max_side^2 x 3 bytes),
-    # so this bounds memory as well as CPU.
+    # Each clip in flight holds its decoded frames (up to max_frames x max_side^2 x 3 bytes), so this
+    # bounds memory as well as CPU.
     max_concurrent_clips: int = Field(2, ge=1, description="clips processed at once; more requests wait")
     embed_batching: bool = Field(False, description="batch the embedding network across concurrent requests")
     embed_batch_max: int = Field(8, ge=1, description="most sequences in one batched network call")
     embed_batch_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits for more requests")
 
     @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    def api_key_bytes(self) -> tuple[bytes, ...]:
+        """api_keys ("k1,k2") as bytes; blanks ignored."""
+        return tuple(k.strip().encode() for k in self.api_keys.split(",") if k.strip())
 
-    @property
-    def gallery_dir(self) -> Path:
-        return self.data_dir / "gallery"
 
-    def model_path(self, path: Path) -> Path:
-        return path if path.is_absolute() else self.models_dir / path
+class Settings(BaseModel):
+    """All of the service's settings, by part. Build it with `load_settings`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pipeline: PipelineSettings
+    gallery: GallerySettings
+    http: HttpSettings
+
+
+_PARTS: dict[str, type[BaseSettings]] = {"pipeline": PipelineSettings, "gallery": GallerySettings,
+                                         "http": HttpSettings}
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Every part from the environment (and `env_file`; None reads none). `overrides` are field names
+    of any part (`data_dir`, `max_frames`, `api_keys`...); a field several parts hold (`data_dir`)
+    is set in each."""
+    unknown = set(overrides) - {name for part in _PARTS.values() for name in part.model_fields}
+    if unknown:
+        raise TypeError(f"no such setting: {', '.join(sorted(unknown))}")
+    parts = {
+        name: part(_env_file=env_file, **{k: v for k, v in overrides.items() if k in part.model_fields})
+        for name, part in _PARTS.items()
+    }
+    return Settings(**parts)
 
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings of this process, read once."""
+    return load_settings()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from service.pipeline.types import ALIGNED_HEIGHT, ALIGNED_WIDTH
+from gaitid.contract import ALIGNED_HEIGHT, ALIGNED_WIDTH
 
 ALIGNED_FULL_WIDTH = 64  # before the network trim
 SIDE_TRIM = (ALIGNED_FULL_WIDTH - ALIGNED_WIDTH) // 2  # 10 px each side
@@ -35,7 +35,7 @@ def align_sequence(
     min_pixels: int = 1,
     binarize: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Network input: (sils (T',64,44) uint8, depth (T',64,44) float32 | None, kept (T',) int64).
+    """Network layout: (sils (T',64,44) uint8, depth (T',64,44) float32 | None, kept (T',) int64).
 
     masks: (T, H, W) bool, or uint8 0/1 or 0..255 (soft masks are used as silhouette mass).
     depth: (T, H, W) float in [0, 1] on the same pixel grid, or None.
@@ -116,15 +116,15 @@ def _align_crop(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     crop_h, crop_w = crop.shape
     new_w = max(1, round(crop_w * ALIGNED_HEIGHT / crop_h))
-    weights = _resize(crop.astype(np.float32) / 255.0, new_w, ALIGNED_HEIGHT)
-    weights = weights.reshape(ALIGNED_HEIGHT, new_w)  # cv2 drops the width axis when it is 1
+    mass = _resize(crop.astype(np.float32), new_w, ALIGNED_HEIGHT)  # silhouette mass 0..255
+    mass = mass.reshape(ALIGNED_HEIGHT, new_w)  # cv2 drops the width axis when it is 1
 
-    column_mass = np.cumsum(weights.sum(axis=0))
+    column_mass = np.cumsum(mass.sum(axis=0))
     centre = int(np.searchsorted(column_mass, column_mass[-1] / 2.0, side="right"))
     centre = min(centre, new_w - 1)
     window = _window(centre, new_w)
 
-    silhouette = np.clip(np.rint(weights * 255.0), 0, 255).astype(np.uint8)
+    silhouette = np.clip(np.rint(mass), 0, 255).astype(np.uint8)
     if binarize:
         silhouette = np.where(silhouette >= _BINARY_THRESHOLD, 255, 0).astype(np.uint8)
     sil = _place(silhouette, window, np.uint8)

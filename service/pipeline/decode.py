@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import av
 import numpy as np
 
+from service.pipeline.config import DecodeLimits
 from service.pipeline.errors import ClipTooLongError, InvalidVideoError
 from service.pipeline.types import Clip
 
@@ -31,26 +31,15 @@ log = logging.getLogger(__name__)
 
 VideoSource = str | Path | bytes | bytearray | memoryview | BinaryIO
 
+DEFAULT_LIMITS = DecodeLimits()
+
 # Used only when a stream states no frame rate at all (raw elementary streams).
 _FALLBACK_FPS = 25.0
 
 
-@dataclass(frozen=True)
-class DecodeLimits:
-    max_frames: int = 300
-    max_duration_s: float = 120.0
-    max_side: int = 1280
-    on_too_long: Literal["reject", "truncate"] = "reject"
-
-    @classmethod
-    def from_settings(cls, settings, on_too_long: Literal["reject", "truncate"] = "reject") -> DecodeLimits:
-        """From `service.settings.Settings` (or anything with the same three attributes)."""
-        return cls(int(settings.max_frames), float(settings.max_duration_s), int(settings.max_side), on_too_long)
-
-
 def decode_video(
     source: VideoSource,
-    limits: DecodeLimits = DecodeLimits(),
+    limits: DecodeLimits = DEFAULT_LIMITS,
     *,
     rotation: int | None = None,
     threads: int = 1,

@@ -1,7 +1,7 @@
 """One clip in, gait sequences (and embeddings) out: decode -> segment -> track -> depth -> align -> embed.
 
-`ClipPipeline` wires the stages and times each one; `build_pipeline(settings)` picks the stages a
-deployment has (YOLO-seg when its ONNX file is installed, background subtraction otherwise; depth
+`ClipPipeline` wires the stages and times each one; `build_pipeline(PipelineSettings)` picks the
+stages a deployment has (YOLO-seg when its ONNX file is installed, background subtraction otherwise; depth
 only when the embedding model needs it).
 
 Errors a user can cause (bad file, nobody walking, too short a walk) surface as the typed
@@ -13,17 +13,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from gaitid.contract import SequenceEmbedder, quantise_depth
 from service.pipeline.align import align_sequence, align_to_64x64
-from service.pipeline.decode import DecodeLimits, VideoSource, decode_video
+from service.pipeline.config import (
+    DecodeLimits,
+    PipelineConfig,
+    PipelineSettings,
+    TrackerConfig,
+    require_model,
+)
+from service.pipeline.decode import VideoSource, decode_video
 from service.pipeline.errors import ModelNotFoundError, NoPersonError, TooFewFramesError
 from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter, BgSubConfig
-from service.pipeline.track import TrackerConfig, associate, filter_tracks
+from service.pipeline.track import associate, filter_tracks
 from service.pipeline.types import AlignedSequence, Clip, FrameDetections, Track
 
 
@@ -33,40 +41,6 @@ class Segmenter(Protocol):
 
 class DepthModel(Protocol):
     def track_disparity(self, frames: np.ndarray, track: Track) -> np.ndarray: ...
-
-
-class Embedder(Protocol):
-    model_id: str
-
-    @property
-    def needs_depth(self) -> bool: ...
-
-    def embed(self, silhouettes: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    decode: DecodeLimits = field(default_factory=DecodeLimits)
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    # Mask pixels below which a frame counts as empty at alignment (at clip resolution).
-    min_mask_pixels: int = 20
-    decoder_threads: int = 1
-    # Drop frames whose person box touches the frame border: someone entering or leaving the view
-    # is cut off there, and a cut silhouette is a wrong gait shape (CASIA-B's own sequences also
-    # start only once the walker is fully inside).
-    drop_truncated: bool = True
-    # Datasets keep the 64x64 alignment (the OpenGait layout; training trims to 44 at load time);
-    # the service feeds the network 64x44.
-    full_width: bool = False
-
-    @classmethod
-    def from_settings(cls, settings) -> PipelineConfig:
-        """From `service.settings.Settings`, or anything with the same attribute names."""
-        return cls(
-            decode=DecodeLimits.from_settings(settings),
-            tracker=TrackerConfig.from_settings(settings),
-            decoder_threads=int(getattr(settings, "threads", 1)),
-        )
 
 
 @dataclass
@@ -88,22 +62,21 @@ class ClipResult:
 class ClipPipeline:
     def __init__(
         self,
-        config: PipelineConfig | object,
+        config: PipelineConfig,
         segmenter: Segmenter,
         depth_estimator: DepthModel | None = None,
-        embedder: Embedder | None = None,
+        embedder: SequenceEmbedder | None = None,
     ):
-        """config: a PipelineConfig or a settings object (see PipelineConfig.from_settings)."""
-        self.config = config if isinstance(config, PipelineConfig) else PipelineConfig.from_settings(config)
+        self.config = config
         self.segmenter = segmenter
         self.embedder = embedder
-        if embedder is not None and embedder.needs_depth and depth_estimator is None:
+        if embedder is not None and embedder.metadata.needs_depth and depth_estimator is None:
             raise ModelNotFoundError(
                 "The embedding model needs depth maps but no depth model is installed: "
                 "run `gaitid models fetch` (or `gaitid models import`).",
             )
         # A silhouette-only embedder never sees depth: skip the most expensive stage entirely.
-        self.depth_estimator = depth_estimator if embedder is None or embedder.needs_depth else None
+        self.depth_estimator = depth_estimator if embedder is None or embedder.metadata.needs_depth else None
 
     @property
     def computes_depth(self) -> bool:
@@ -150,9 +123,7 @@ class ClipPipeline:
             sequences.append(sequence)
             if self.embedder is not None:
                 with _timed(timings, "embed", sequence.timings):
-                    embeddings[track.track_id] = self.embedder.embed(
-                        sequence.silhouettes, sequence.depth if self.embedder.needs_depth else None
-                    )
+                    embeddings[track.track_id] = self.embedder.embed([sequence.model_input()])[0]
         if not sequences:
             raise TooFewFramesError(
                 f"Nobody was seen whole (inside the picture and cleanly segmented) in at least {min_frames} "
@@ -168,7 +139,7 @@ class ClipPipeline:
             size=clip.size,
             source_size=clip.source_size,
             rotation=clip.rotation,
-            model_id=getattr(self.embedder, "model_id", None) if self.embedder is not None else None,
+            model_id=self.embedder.model_id if self.embedder is not None else None,
             dropped_tracks=len(all_tracks) - len(sequences),
         )
 
@@ -191,7 +162,7 @@ class ClipPipeline:
         return AlignedSequence(
             track_id=track.track_id,
             silhouettes=sils,
-            depth=aligned_depth,
+            depth=None if aligned_depth is None else quantise_depth(aligned_depth),
             frame_indices=track.frame_indices[kept],
             boxes=track.boxes[kept],
             timings=own,
@@ -262,62 +233,53 @@ def _timed(timings: dict[str, float], stage: str, also: dict[str, float] | None 
 
 
 def build_pipeline(
-    settings,
-    embedder: Embedder | None = None,
+    settings: PipelineSettings,
+    embedder: SequenceEmbedder | None = None,
     *,
     with_depth: bool | None = None,
     background: str | Path | np.ndarray | None = None,
     config: PipelineConfig | None = None,
 ) -> ClipPipeline:
-    """A pipeline for `service.settings.Settings`.
+    """A pipeline for `settings`.
 
     Segmenter: settings.segmenter "yolo" (its ONNX file must exist), "bgsub", or "auto" (YOLO when
-    settings.models_dir holds its file, else background subtraction). `background`: an empty-scene
-    clip (path or RGB frames) seeding background subtraction.
+    its file is installed, else background subtraction). `background`: an empty-scene clip (path or
+    RGB frames) seeding background subtraction.
     Depth: with_depth=None loads Depth Anything only when `embedder` needs depth; True insists
-    (dataset preparation), False never loads it. config: overrides PipelineConfig.from_settings.
+    (dataset preparation), False never loads it. config: overrides settings.pipeline_config().
     """
     segmenter = make_segmenter(settings, background=background)
-    needs_depth = with_depth if with_depth is not None else bool(embedder is not None and embedder.needs_depth)
+    needs_depth = with_depth if with_depth is not None else bool(embedder is not None and embedder.metadata.needs_depth)
     depth_estimator = make_depth_estimator(settings) if needs_depth else None
-    config = config or PipelineConfig.from_settings(settings)
-    return ClipPipeline(config, segmenter, depth_estimator, embedder)
+    return ClipPipeline(config or settings.pipeline_config(), segmenter, depth_estimator, embedder)
 
 
-def make_segmenter(settings, *, background: str | Path | np.ndarray | None = None) -> Segmenter:
-    choice = settings.segmenter
-    yolo_path = settings.model_path(settings.yolo_model)
-    if choice == "yolo" or (choice == "auto" and yolo_path.exists()):
-        if not yolo_path.exists():
-            raise ModelNotFoundError(
-                f"The YOLO segmentation model {yolo_path.name} is not installed in {yolo_path.parent}: "
-                "run `gaitid models fetch`, or use GAITID_SEGMENTER=bgsub for a fixed camera.",
-            )
+def uses_yolo(settings: PipelineSettings) -> bool:
+    """Whether `settings` segment with YOLO: asked for by name, or "auto" with its file installed."""
+    return settings.segmenter == "yolo" or (settings.segmenter == "auto" and settings.yolo_path.is_file())
+
+
+def make_segmenter(settings: PipelineSettings, *, background: str | Path | np.ndarray | None = None) -> Segmenter:
+    if uses_yolo(settings):
         from service.pipeline.segment_yolo import YoloSegmenter  # lazy: needs its ONNX model
 
-        return YoloSegmenter(yolo_path, providers=settings.providers, threads=settings.threads,
-                             imgsz=settings.yolo_imgsz)
-    if choice not in ("auto", "bgsub"):
-        raise ValueError(f"unknown segmenter {choice!r}: use auto, yolo or bgsub")
-    config = BgSubConfig(min_person_height=int(settings.min_person_height))
+        return YoloSegmenter(require_model(settings.yolo_path, "yolo"), providers=settings.providers,
+                             threads=settings.threads, imgsz=settings.yolo_imgsz)
+    if settings.segmenter not in ("auto", "bgsub"):
+        raise ValueError(f"unknown segmenter {settings.segmenter!r}: use auto, yolo or bgsub")
+    config = BgSubConfig(min_person_height=settings.min_person_height)
     return BackgroundSubtractionSegmenter(config, background=_background_frames(background, settings))
 
 
-def make_depth_estimator(settings) -> DepthModel:
-    depth_path = settings.model_path(settings.depth_model)
-    if not depth_path.exists():
-        raise ModelNotFoundError(
-            f"The depth model {depth_path.name} is not installed in {depth_path.parent}: "
-            "run `gaitid models fetch` (or `gaitid models import`).",
-        )
+def make_depth_estimator(settings: PipelineSettings) -> DepthModel:
     from service.pipeline.depth import DepthEstimator  # lazy: needs its ONNX model
 
-    return DepthEstimator(depth_path, providers=settings.providers, threads=settings.threads,
-                          input_size=settings.depth_size, mode=settings.depth_input)
+    return DepthEstimator(require_model(settings.depth_path, "depth"), providers=settings.providers,
+                          threads=settings.threads, input_size=settings.depth_size, mode=settings.depth_input)
 
 
-def _background_frames(background: str | Path | np.ndarray | None, settings) -> np.ndarray | None:
+def _background_frames(background: str | Path | np.ndarray | None, settings: PipelineSettings) -> np.ndarray | None:
     if background is None or isinstance(background, np.ndarray):
         return background
-    limits = DecodeLimits(max_frames=200, max_duration_s=3600.0, max_side=int(settings.max_side), on_too_long="truncate")
+    limits = DecodeLimits(max_frames=200, max_duration_s=3600.0, max_side=settings.max_side, on_too_long="truncate")
     return decode_video(background, limits).frames

@@ -18,29 +18,15 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 import supervision as sv
 
+from service.pipeline.config import TrackerConfig
 from service.pipeline.types import FrameDetections, Track
 
+DEFAULT_TRACKER = TrackerConfig()
 _ROW = "row"  # sv.Detections.data key: the detection's row in its FrameDetections
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    min_track_frames: int = 15
-    min_person_height: int = 40  # pixels, median over the track's boxes
-    # ByteTrack knobs (supervision's names). Detections scoring under the activation threshold
-    # only extend existing tracks (ByteTrack's second association); they never start one.
-    track_activation_threshold: float = 0.25
-    lost_track_buffer_s: float = 1.0  # how long a lost person may reappear under the same id
-    minimum_matching_threshold: float = 0.8
-
-    @classmethod
-    def from_settings(cls, settings) -> TrackerConfig:
-        return cls(int(settings.min_track_frames), int(settings.min_person_height))
 
 
 def make_byte_tracker(config: TrackerConfig, fps: float) -> sv.ByteTrack:
@@ -60,7 +46,7 @@ def track_people(
     detections: list[FrameDetections],
     frame_indices: np.ndarray | None = None,
     fps: float = 25.0,
-    config: TrackerConfig = TrackerConfig(),
+    config: TrackerConfig = DEFAULT_TRACKER,
 ) -> list[Track]:
     """Tracks long and tall enough for gait, longest first (`associate` + `filter_tracks`).
 
@@ -75,7 +61,7 @@ def associate(
     detections: list[FrameDetections],
     frame_indices: np.ndarray | None = None,
     fps: float = 25.0,
-    config: TrackerConfig = TrackerConfig(),
+    config: TrackerConfig = DEFAULT_TRACKER,
 ) -> list[Track]:
     """Every ByteTrack track, unfiltered, in order of first appearance."""
     if frame_indices is None:
@@ -93,7 +79,7 @@ def associate(
     return [_build_track(track_id, items, frame_indices) for track_id, items in per_track.items()]
 
 
-def filter_tracks(tracks: list[Track], config: TrackerConfig = TrackerConfig()) -> list[Track]:
+def filter_tracks(tracks: list[Track], config: TrackerConfig = DEFAULT_TRACKER) -> list[Track]:
     """Drop tracks too short or too small to be gait; longest first."""
     kept = [t for t in tracks if _long_enough(t, config) and _tall_enough(t, config)]
     return sorted(kept, key=lambda t: (-len(t.positions), t.track_id))

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# The network's input size (paper §3.2): aligned to 64x64, then 10 px trimmed each side -> 64x44.
-ALIGNED_HEIGHT = 64
-ALIGNED_WIDTH = 44
+from gaitid.contract import ALIGNED_HEIGHT, ALIGNED_WIDTH, ModelInput
+
+__all__ = ["ALIGNED_HEIGHT", "ALIGNED_WIDTH", "AlignedSequence", "Clip", "FrameDetections", "Track"]
 
 
 @dataclass
@@ -58,11 +58,14 @@ class Track:
 
 @dataclass
 class AlignedSequence:
-    """A track after §3.2 alignment: what the DepthGait network consumes."""
+    """A track after §3.2 alignment: what the embedding network consumes (gaitid.contract)."""
 
     track_id: int
-    silhouettes: np.ndarray  # (T, 64, 44) uint8, 0..255
-    depth: np.ndarray | None  # (T, 64, 44) float32 in [0, 1] (disparity, masked), None if not computed
+    silhouettes: np.ndarray  # (T, 64, 44) uint8, 0/255
+    depth: np.ndarray | None  # (T, 64, 44) uint8: masked disparity in [0, 1] quantised; None if not computed
     frame_indices: np.ndarray  # (T,) int64
     boxes: np.ndarray  # (T, 4) float32 xyxy in frame coordinates
     timings: dict[str, float] = field(default_factory=dict)
+
+    def model_input(self) -> ModelInput:
+        return ModelInput(self.silhouettes, self.depth)

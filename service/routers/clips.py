@@ -8,16 +8,16 @@ import time
 import anyio
 from fastapi import UploadFile
 
-from service.deps import ApiError, ClipPipelineLike
+from service.errors import ApiError
 from service.metrics import ServiceMetrics
+from service.middleware import MB
 from service.pipeline.pipeline import ClipResult
-from service.settings import Settings
+from service.settings import HttpSettings
+from service.state import ClipProcessor
 
-MB = 1024 * 1024
 
-
-def check_upload(video: UploadFile, settings: Settings) -> None:
-    """The exact size limit of the video part (the body limit in service.app stops oversized
+def check_upload(video: UploadFile, settings: HttpSettings) -> None:
+    """The exact size limit of the video part (the body limit in service.middleware stops oversized
     uploads while they stream; this catches a video just over the limit inside a body under it)."""
     limit = int(settings.max_upload_mb * MB)
     size = video.size
@@ -36,8 +36,8 @@ def check_upload(video: UploadFile, settings: Settings) -> None:
 
 async def process_upload(
     video: UploadFile,
-    settings: Settings,
-    pipeline: ClipPipelineLike,
+    settings: HttpSettings,
+    pipeline: ClipProcessor,
     limiter: anyio.CapacityLimiter,
     metrics: ServiceMetrics,
 ) -> tuple[ClipResult, dict[str, float]]:

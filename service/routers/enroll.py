@@ -11,10 +11,8 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, File, Form, UploadFile
 
-from gallery import SequenceInput
-from gallery.gallery import MAX_DISPLAY_NAME_CHARS, MAX_ID_CHARS
+from gallery import MAX_DISPLAY_NAME_CHARS, MAX_ID_CHARS, SequenceInput
 from service.deps import (
-    ApiError,
     ClipLimiterDep,
     GalleryDep,
     MetricsDep,
@@ -22,6 +20,7 @@ from service.deps import (
     PipelineDep,
     SettingsDep,
 )
+from service.errors import ApiError
 from service.pipeline.pipeline import ClipResult
 from service.pipeline.types import AlignedSequence
 from service.routers.clips import process_upload
@@ -67,7 +66,7 @@ async def enroll(
     started = time.perf_counter()
     _check_subject_id(subject_id)
     subject_metadata = _parse_metadata(metadata)
-    result, extra = await process_upload(video, settings, pipeline, limiter, metrics)
+    result, extra = await process_upload(video, settings.http, pipeline, limiter, metrics)
     sequence = choose_track(result, track_id)
     sequence_input = SequenceInput.from_aligned(
         sequence, result.embeddings[sequence.track_id],

@@ -3,15 +3,27 @@ the command that fixes it), /metrics (Prometheus)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+
 import anyio
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.deps import MetricsDep, ReadinessCheck, ServiceState, StateDep, package_version
+from service.deps import MetricsDep, StateDep
 from service.schemas import CheckOut, HealthResponse, ReadyResponse
+from service.state import ReadinessCheck, ServiceState
 
 router = APIRouter(tags=["health"])
+
+
+@lru_cache
+def package_version() -> str:
+    try:
+        return version("gaitid")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @router.get("/healthz", response_model=HealthResponse)
@@ -40,8 +52,8 @@ def _gallery_check(state: ServiceState) -> ReadinessCheck:
         namespaces = state.gallery.namespaces()
     except Exception as error:  # noqa: BLE001 -- closed, or the database went away: reported, not raised
         return ReadinessCheck("gallery", False, f"the gallery does not answer: {error}",
-                              f"check that {state.settings.gallery_dir} is readable and writable, then restart")
-    return ReadinessCheck("gallery", True, f"open at {state.settings.gallery_dir} ({len(namespaces)} namespaces)")
+                              f"check that {state.settings.gallery.gallery_dir} is readable and writable, then restart")
+    return ReadinessCheck("gallery", True, f"open at {state.settings.gallery.gallery_dir} ({len(namespaces)} namespaces)")
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=True)

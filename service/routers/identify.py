@@ -43,9 +43,9 @@ async def identify(
     """For every person track in the clip: the top-k enrolled subjects with their similarity, and
     the decision (a subject, or unknown when the best similarity is below the threshold)."""
     started = time.perf_counter()
-    k = top_k or settings.top_k
-    decision_threshold = settings.unknown_threshold if threshold is None else threshold
-    result, extra = await process_upload(video, settings, pipeline, limiter, metrics)
+    k = top_k or settings.gallery.top_k
+    decision_threshold = settings.gallery.unknown_threshold if threshold is None else threshold
+    result, extra = await process_upload(video, settings.http, pipeline, limiter, metrics)
     queries = np.stack([result.embeddings[s.track_id] for s in result.sequences])
     search_started = time.perf_counter()
     answers = await anyio.to_thread.run_sync(partial(

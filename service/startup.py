@@ -1,0 +1,126 @@
+"""Startup and shutdown of the service: load the embedding model, build the clip pipeline, open
+the gallery. Nothing here stops the process: each component that cannot be loaded becomes a failed
+readiness check saying what is missing and what fixes it (GET /readyz reports them)."""
+
+from __future__ import annotations
+
+import logging
+
+from gaitid.contract import SequenceEmbedder
+from gallery import Gallery
+from service.batching import EmbeddingBatcher
+from service.pipeline.config import MODEL_FIX, missing_model
+from service.pipeline.embed import OnnxEmbedder
+from service.pipeline.errors import PipelineError
+from service.state import ReadinessCheck, ServiceState
+
+log = logging.getLogger("gaitid.service")
+
+
+def start_services(state: ServiceState) -> None:
+    """Load what the settings ask for; record a readiness check per component instead of failing."""
+    embedder = load_embedder(state)
+    if embedder is not None:
+        build_clip_pipeline(state, embedder)
+    open_gallery(state, embedder)
+
+
+def stop_services(state: ServiceState) -> None:
+    for closer in reversed(state.closers):
+        try:
+            closer.close()
+        except Exception:
+            log.exception("error while closing %r", closer)
+    state.closers.clear()
+
+
+def load_embedder(state: ServiceState) -> SequenceEmbedder | None:
+    pipeline_settings, http = state.settings.pipeline, state.settings.http
+    path = pipeline_settings.embedding_path
+    fix = MODEL_FIX["embedding"]
+    if (missing := missing_model(path, "embedding")) is not None:
+        state.checks.append(ReadinessCheck("embedding_model", False, missing.message, fix))
+        return None
+    try:
+        embedder = OnnxEmbedder(path, providers=pipeline_settings.providers, threads=pipeline_settings.threads)
+    except Exception as error:  # noqa: BLE001 -- unreadable file, old contract, provider missing: all reported
+        state.checks.append(ReadinessCheck("embedding_model", False, f"{path} cannot be loaded: {error}", fix))
+        return None
+    metadata = embedder.metadata
+    state.checks.append(ReadinessCheck(
+        "embedding_model", True,
+        f"{path.name}: {metadata.architecture} {metadata.variant}, inputs {metadata.inputs}, model id "
+        f"{embedder.model_id}, providers {embedder.providers()}",
+    ))
+    if not http.embed_batching:
+        return embedder
+    batcher = EmbeddingBatcher(embedder, max_batch=http.embed_batch_max, max_wait_ms=http.embed_batch_wait_ms,
+                               observer=state.metrics.observe_batch)
+    state.closers.append(batcher)
+    return batcher
+
+
+def build_clip_pipeline(state: ServiceState, embedder: SequenceEmbedder) -> None:
+    # Imports OpenCV and supervision: after the cheap checks.
+    from service.pipeline.pipeline import build_pipeline, uses_yolo
+
+    settings = state.settings.pipeline
+    yolo, depth, background = settings.yolo_path, settings.depth_path, settings.background_clip
+    needs_depth = embedder.metadata.needs_depth
+    if settings.segmenter == "yolo" and (missing := missing_model(yolo, "yolo")) is not None:
+        state.checks.append(ReadinessCheck("segmenter", False, f"GAITID_SEGMENTER=yolo but {missing.message}",
+                                           MODEL_FIX["yolo"] + "; or set GAITID_SEGMENTER=bgsub for a fixed camera"))
+        return
+    if needs_depth and (missing := missing_model(depth, "depth")) is not None:
+        state.checks.append(ReadinessCheck(
+            "depth_model", False, f"the embedding model needs depth maps: {missing.message}", MODEL_FIX["depth"]))
+        return
+    if background is not None and not background.exists():
+        state.checks.append(ReadinessCheck(
+            "background_clip", False, f"GAITID_BACKGROUND_CLIP={background} does not exist",
+            "point GAITID_BACKGROUND_CLIP at an empty-scene clip of the camera, or unset it"))
+        return
+    try:
+        state.pipeline = build_pipeline(settings, embedder, background=background)
+    except PipelineError as error:
+        state.checks.append(ReadinessCheck("pipeline", False, error.message))
+        return
+    except Exception as error:
+        log.exception("building the clip pipeline failed")
+        state.checks.append(ReadinessCheck("pipeline", False, f"building the clip pipeline failed: {error}"))
+        return
+    if uses_yolo(settings):
+        state.checks.append(ReadinessCheck("segmenter", True, f"YOLO segmentation ({yolo.name})"))
+    else:
+        why = "GAITID_SEGMENTER=bgsub" if settings.segmenter == "bgsub" else f"no YOLO model at {yolo}"
+        state.checks.append(ReadinessCheck(
+            "segmenter", True,
+            f"background subtraction ({why}): works for a fixed camera only"
+            + (f", background from {background}" if background else "")
+            + (f"; for moving cameras install YOLO-seg: {MODEL_FIX['yolo']}" if settings.segmenter == "auto" else ""),
+        ))
+    if needs_depth:
+        state.checks.append(ReadinessCheck("depth_model", True, f"Depth Anything ({depth.name})"))
+
+
+def open_gallery(state: ServiceState, embedder: SequenceEmbedder | None) -> None:
+    """The gallery compares embeddings the way the model declares (the contract's default without one)."""
+    settings = state.settings.gallery
+    similarity = {} if embedder is None else {"similarity": embedder.metadata.similarity}
+    try:
+        gallery = Gallery(settings.gallery_dir, threshold=settings.unknown_threshold, **similarity)
+    except Exception as error:
+        log.exception("opening the gallery failed")
+        state.checks.append(ReadinessCheck(
+            "gallery", False, f"cannot open the gallery at {settings.gallery_dir}: {error}",
+            f"make {settings.data_dir} writable by the service user (GAITID_DATA_DIR), then restart"))
+        return
+    state.gallery = gallery
+    state.closers.insert(0, gallery)  # closed last: the batcher and pipeline stop first
+    state.metrics.watch_gallery(lambda: _gallery_sizes(gallery))
+
+
+def _gallery_sizes(gallery: Gallery):
+    for namespace in gallery.namespaces():
+        status = gallery.status(namespace)
+        yield namespace, status.subjects, status.sequences
