@@ -2,7 +2,7 @@
 
 Embeddings are synthetic but shaped like the real ones: (C, P) = (256, 16) per sequence, made
 per-part-normalised and flattened to 4096 float32 exactly as the gallery does
-(gallery.metric.normalize_embeddings). Subjects have 10 sequences each. Like a trained model's
+(gaitid.contract.search_vectors). Subjects have 10 sequences each. Like a trained model's
 features, everyone shares a common component: sequence = common + 0.25 * identity + 0.7 * noise
 (all standard normal), so a genuine pair scores 0.682 +- 0.007 and an impostor pair
 0.642 +- 0.008: identities are only ~5 impostor standard deviations apart, so quantisation
@@ -41,8 +41,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import faiss
 import numpy as np
 
+from gaitid.contract import search_vectors
 from gallery.index import VectorIndex
-from gallery.metric import normalize_embeddings
 
 C, P = 256, 16
 DIM = C * P
@@ -68,7 +68,7 @@ def chunk_centres(seed: int, chunk: int) -> np.ndarray:
 def chunk_vectors(seed: int, chunk: int, count: int) -> np.ndarray:
     centres = np.repeat(chunk_centres(seed, chunk), PER_SUBJECT, axis=0)[:count]
     noise = np.random.default_rng([seed, chunk, 1]).standard_normal(centres.shape, dtype=np.float32)
-    return normalize_embeddings(centres + NOISE * noise)
+    return search_vectors(centres + NOISE * noise)
 
 
 def make_queries(seed: int, size: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +79,7 @@ def make_queries(seed: int, size: int, count: int) -> tuple[np.ndarray, np.ndarr
     for subject in subjects:
         centre = chunk_centres(seed, subject * PER_SUBJECT // CHUNK)[subject % (CHUNK // PER_SUBJECT)]
         rows.append(centre + NOISE * rng.standard_normal((C, P), dtype=np.float32))
-    return normalize_embeddings(np.stack(rows)), subjects
+    return search_vectors(np.stack(rows)), subjects
 
 
 def chunks(size: int) -> range:

@@ -1,13 +1,17 @@
 """gaitid gallery: enrolled subjects in SQLite (source of truth) + a FAISS index per namespace.
 
     from gallery import Gallery, SequenceInput
-    with Gallery(".gaitid/gallery", threshold=0.5) as g:
+    with Gallery(".gaitid/gallery", threshold=0.5, similarity=embedder.metadata.similarity) as g:
         g.enroll("alice", [SequenceInput(silhouettes, embedding, depth)], model_id=embedder.model_id)
         answer = g.search(query_embedding, model_id=embedder.model_id)[0]
         answer.subject_id  # "alice", or None for unknown
 
-See gallery.gallery for the guarantees (metric, namespaces, crash safety, concurrency) and
-gallery.calibration for choosing the threshold (CLI: `python -m gallery calibrate`).
+The package imports nothing of the project but gaitid.contract (array layouts, similarity, the
+embedding interface). Read in this order: gallery.gallery (the facade and its guarantees: namespaces,
+models, crash safety, concurrency), gallery.validation, gallery.namespace_state (search answers),
+gallery.namespace_indexes (index load / rebuild / persist), gallery.store (SQLite), gallery.index
+(FAISS and its file format), gallery.reembedding, and gallery.calibration for choosing the
+threshold (CLI: `gaitid calibrate`).
 """
 
 from gallery.calibration import CalibrationReport, calibrate, calibrate_file
@@ -20,8 +24,7 @@ from gallery.errors import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
-from gallery.gallery import EmbedFunction, Gallery, namespace_for_api_key
-from gallery.metric import mean_part_cosine, normalize_embeddings, similarity_matrix
+from gallery.gallery import Gallery
 from gallery.types import (
     DEFAULT_NAMESPACE,
     Candidate,
@@ -37,12 +40,14 @@ from gallery.types import (
     SubjectRecord,
     SubjectSummary,
 )
+from gallery.validation import MAX_DISPLAY_NAME_CHARS, MAX_ID_CHARS, check_namespace
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "MAX_DISPLAY_NAME_CHARS",
+    "MAX_ID_CHARS",
     "CalibrationReport",
     "Candidate",
-    "EmbedFunction",
     "EnrollResult",
     "Gallery",
     "GalleryClosedError",
@@ -64,9 +69,5 @@ __all__ = [
     "SubjectSummary",
     "calibrate",
     "calibrate_file",
-    "mean_part_cosine",
-    "namespace_for_api_key",
-    "normalize_embeddings",
-    "similarity_matrix",
+    "check_namespace",
 ]
-

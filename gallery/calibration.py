@@ -1,7 +1,8 @@
 """Calibrate the open-set threshold from labelled embeddings.
 
-Scores are the gallery's similarity (mean per-part cosine, gallery.metric); a trial is accepted
-when score >= threshold, exactly like `Identification.is_known`. Two protocols:
+Scores are the model's similarity as the contract computes it (gaitid.contract.search_vectors,
+"part-cosine" by default), the same numbers the gallery's search gives; a trial is accepted when
+score >= threshold, exactly like `Identification.is_known`. Two protocols:
 
 * pairs (no gallery split): every pair of embeddings is a verification trial, genuine when both
   carry the same label, impostor otherwise. FAR = accepted impostor pairs / impostor pairs,
@@ -17,8 +18,8 @@ The report gives FAR and FRR at every distinct score, the lowest threshold whose
 `target_far` (the one that rejects the fewest genuine trials under that constraint), and the
 equal error rate. Scores are exact for the "flat" index; the "fp16" index moves them by ~1e-3.
 
-CLI: `python -m gallery calibrate EMBEDDINGS.npz --target-far 0.01` with arrays `embeddings`
-(N, C, P), `labels` (N,) and optionally `gallery` (N,) bool.
+CLI: `gaitid calibrate EMBEDDINGS.npz --target-far 0.01` with arrays `embeddings` (N, C, P),
+`labels` (N,) and optionally `gallery` (N,) bool.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from gaitid.contract import Similarity, search_vectors
 from gallery.errors import InvalidInputError
-from gallery.metric import as_embedding_batch, normalize_embeddings
+from gallery.validation import contract_errors_as_invalid_input, embedding_batch
 
 Mode = Literal["pairs", "open-set"]
 # Pair mode materialises every pair score; beyond this, ask for a gallery/probe split instead.
@@ -98,25 +100,26 @@ class CalibrationReport:
 
 
 def calibrate(embeddings: np.ndarray, labels: Sequence[Any], *, gallery_mask: np.ndarray | None = None,
-              target_far: float = 0.01) -> CalibrationReport:
+              target_far: float = 0.01, similarity: Similarity = "part-cosine") -> CalibrationReport:
     """FAR/FRR over thresholds for labelled (N, C, P) embeddings; see the module docstring.
 
     gallery_mask None -> pairs protocol; a boolean (N,) mask -> open-set protocol (True = enrolled,
     False = probe; include probes whose label has no enrolled embedding).
     """
-    batch = as_embedding_batch(embeddings)
+    batch = embedding_batch(embeddings)
     label_codes = _label_codes(labels, len(batch))
     if gallery_mask is None:
-        genuine, impostor = pair_scores(batch, label_codes)
+        genuine, impostor = pair_scores(batch, label_codes, similarity)
         return rates_from_scores(genuine, impostor, target_far=target_far, mode="pairs")
-    genuine, impostor, misidentified = open_set_scores(batch, label_codes, gallery_mask)
+    genuine, impostor, misidentified = open_set_scores(batch, label_codes, gallery_mask, similarity)
     return rates_from_scores(genuine, impostor, target_far=target_far, mode="open-set",
                              misidentified=misidentified)
 
 
-def pair_scores(embeddings: np.ndarray, labels: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+def pair_scores(embeddings: np.ndarray, labels: Sequence[Any],
+                similarity: Similarity = "part-cosine") -> tuple[np.ndarray, np.ndarray]:
     """Scores of all unordered pairs: (genuine, impostor)."""
-    vectors = normalize_embeddings(embeddings)
+    vectors = _search_vectors(embeddings, similarity)
     codes = _label_codes(labels, len(vectors))
     n = len(vectors)
     if n * (n - 1) // 2 > MAX_PAIRS:
@@ -134,12 +137,12 @@ def pair_scores(embeddings: np.ndarray, labels: Sequence[Any]) -> tuple[np.ndarr
     return np.concatenate(genuine), np.concatenate(impostor)
 
 
-def open_set_scores(embeddings: np.ndarray, labels: Sequence[Any],
-                    gallery_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def open_set_scores(embeddings: np.ndarray, labels: Sequence[Any], gallery_mask: np.ndarray,
+                    similarity: Similarity = "part-cosine") -> tuple[np.ndarray, np.ndarray, int]:
     """Search every probe against the gallery part: (genuine top-1 scores, -inf where the top-1
     subject is wrong; impostor top-1 scores; number misidentified)."""
     mask = np.asarray(gallery_mask)
-    vectors = normalize_embeddings(embeddings)
+    vectors = _search_vectors(embeddings, similarity)
     codes = _label_codes(labels, len(vectors))
     if mask.shape != (len(vectors),) or mask.dtype != bool:
         raise InvalidInputError(f"gallery_mask must be a boolean array of shape ({len(vectors)},)")
@@ -185,7 +188,8 @@ def rates_from_scores(genuine: np.ndarray, impostor: np.ndarray, *, target_far: 
     )
 
 
-def calibrate_file(path: str | Path, *, target_far: float = 0.01) -> CalibrationReport:
+def calibrate_file(path: str | Path, *, target_far: float = 0.01,
+                   similarity: Similarity = "part-cosine") -> CalibrationReport:
     """calibrate() on an .npz with `embeddings`, `labels` and optional `gallery` (bool mask)."""
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -194,10 +198,15 @@ def calibrate_file(path: str | Path, *, target_far: float = 0.01) -> Calibration
     except (OSError, KeyError, ValueError) as exc:
         raise InvalidInputError(f"{path}: need an .npz with arrays 'embeddings' (N, C, P), 'labels' (N,) "
                                 f"and optionally 'gallery' (N,) bool ({exc})") from exc
-    return calibrate(embeddings, labels, gallery_mask=mask, target_far=target_far)
+    return calibrate(embeddings, labels, gallery_mask=mask, target_far=target_far, similarity=similarity)
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _search_vectors(embeddings: np.ndarray, similarity: Similarity) -> np.ndarray:
+    with contract_errors_as_invalid_input():
+        return search_vectors(embeddings, similarity)
+
+
 def _label_codes(labels: Sequence[Any], count: int) -> np.ndarray:
     array = np.asarray(labels)
     if array.shape != (count,):

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from gaitid.contract import quantise_depth
 from gallery.types import SequenceRecord, SubjectSummary
 
 SCHEMA_VERSION = 1
@@ -79,7 +80,8 @@ CREATE TABLE IF NOT EXISTS sequences (
     subject_id TEXT NOT NULL,
     frames INTEGER NOT NULL,
     silhouettes BLOB NOT NULL,             -- zlib(np.save) of (T, 64, 44) uint8
-    depth BLOB,                            -- zlib(np.save) of (T, 64, 44) float32, or NULL
+    depth BLOB,                            -- zlib(np.save) of (T, 64, 44) uint8, or NULL (before
+                                           -- contract v2: float32 in [0, 1], quantised when read)
     metadata TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
     FOREIGN KEY (namespace, subject_id) REFERENCES subjects(namespace, subject_id) ON DELETE CASCADE
@@ -107,6 +109,13 @@ def encode_array(array: np.ndarray) -> bytes:
 
 def decode_array(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False)
+
+
+def decode_depth(blob: bytes) -> np.ndarray:
+    """A stored depth sequence as the contract's uint8. Galleries written before contract v2 hold
+    float32 disparities in [0, 1]: they are quantised exactly as a v2 pipeline would have stored them."""
+    depth = decode_array(blob)
+    return quantise_depth(depth) if np.issubdtype(depth.dtype, np.floating) else depth
 
 
 def _to_datetime(seconds: float) -> datetime:
@@ -252,10 +261,13 @@ class Store:
         assert row is not None
         return row
 
-    def set_active_model(self, conn: sqlite3.Connection, name: str, model_id: str, shape: tuple[int, int]) -> None:
+    def set_active_model(self, conn: sqlite3.Connection, name: str, model_id: str,
+                         shape: tuple[int, int] | None) -> None:
+        """Make `model_id` the namespace's searched model; shape None while it has no embeddings."""
+        channels, parts = shape if shape is not None else (None, None)
         conn.execute(
             "UPDATE namespaces SET model_id = ?, channels = ?, parts = ?, updated_at = ? WHERE name = ?",
-            (model_id, shape[0], shape[1], time.time(), name),
+            (model_id, channels, parts, time.time(), name),
         )
 
     def bump_generation(self, conn: sqlite3.Connection, name: str) -> NamespaceRow:
@@ -382,7 +394,7 @@ class Store:
         row = conn.execute("SELECT silhouettes, depth FROM sequences WHERE id = ?", (sequence_id,)).fetchone()
         if row is None:
             raise LookupError(sequence_id)
-        return decode_array(row[0]), None if row[1] is None else decode_array(row[1])
+        return decode_array(row[0]), None if row[1] is None else decode_depth(row[1])
 
     def active_sequence_map(self, conn: sqlite3.Connection, name: str, model_id: str) -> tuple[np.ndarray, list[str]]:
         """Ids (ascending) of the namespace's sequences embedded by `model_id`, and their subjects."""

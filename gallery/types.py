@@ -20,7 +20,9 @@ DEFAULT_NAMESPACE = "default"
 class SequenceInput:
     """One aligned walking sequence to enroll, with the embedding the current model made of it.
 
-    silhouettes: (T, 64, 44) uint8 0..255; depth: (T, 64, 44) float in [0, 1] or None;
+    silhouettes and depth are what the model took as input (gaitid.contract.ModelInput), so the
+    gallery can feed them to a new model later: silhouettes (T, 64, 44) uint8 0..255; depth
+    (T, 64, 44) uint8 (disparity quantised by `gaitid.contract.quantise_depth`) or None;
     embedding: (C, P) float (OpenGait layout, e.g. 256 x 16); metadata: JSON-serialisable facts
     about where the sequence came from (video name, track id, frame range...).
     """
@@ -33,7 +35,8 @@ class SequenceInput:
     @classmethod
     def from_aligned(cls, sequence: Any, embedding: np.ndarray,
                      metadata: Mapping[str, Any] | None = None) -> SequenceInput:
-        """From a `service.pipeline.types.AlignedSequence` and its embedding."""
+        """From an aligned sequence of the clip pipeline (`.silhouettes`, `.depth`: the model's
+        inputs) and its embedding."""
         return cls(silhouettes=sequence.silhouettes, embedding=embedding, depth=sequence.depth,
                    metadata=dict(metadata or {}))
 
@@ -57,7 +60,7 @@ class StoredSequence:
 
     record: SequenceRecord
     silhouettes: np.ndarray  # (T, 64, 44) uint8
-    depth: np.ndarray | None  # (T, 64, 44) float32 or None
+    depth: np.ndarray | None  # (T, 64, 44) uint8 or None
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class Candidate:
 
     subject_id: str
     display_name: str
-    score: float  # mean per-part cosine in [-1, 1]
+    score: float  # the model's similarity (part-cosine: mean per-part cosine in [-1, 1])
     sequence_id: int  # the subject's sequence that matched best
 
 

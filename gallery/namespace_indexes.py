@@ -1,0 +1,164 @@
+"""Each namespace's index, kept in step with the database: loaded, rebuilt, reloaded and persisted.
+
+The database (gallery.store) is the source of truth; an index file (index/<namespace>.faiss, see
+gallery.index) is only a cache of it. At load the file is used only if its header's database id,
+generation, generation token, model, similarity, kind, dimension and size match the database and
+its ids are the database's; otherwise the index is rebuilt from the stored embeddings (and the
+reason kept in `rebuild_reason`). Files are written atomically, only when stale.
+
+Freshness across processes: before a search the namespace's database generation is compared with
+the one its view reflects; another process's write makes them differ and the view reloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from gaitid.contract import Similarity, search_vectors
+from gallery.index import Device, IndexFileError, ReplicaFactory, VectorIndex
+from gallery.namespace_state import NOT_LOADED, NamespaceState
+from gallery.store import NamespaceRow, Store
+from gallery.types import IndexInfo, IndexKind
+
+log = logging.getLogger("gaitid.gallery")
+
+
+class NamespaceIndexes:
+    """The in-memory state of every namespace this process has touched, created on first use."""
+
+    def __init__(self, store: Store, directory: Path, *, kind: IndexKind, similarity: Similarity,
+                 device: Device = "auto", replica_factory: ReplicaFactory | None = None):
+        self.store = store
+        self.directory = directory
+        self.kind: IndexKind = kind
+        self.similarity: Similarity = similarity
+        self._device: Device = device
+        self._replica_factory = replica_factory
+        self._states: dict[str, NamespaceState] = {}
+        self._states_lock = threading.Lock()
+
+    def path(self, namespace: str) -> Path:
+        return self.directory / f"{namespace}.faiss"
+
+    def vectors(self, embeddings: np.ndarray) -> np.ndarray:
+        """Validated (N, C, P) embeddings -> the index's vectors (inner product = the similarity)."""
+        return search_vectors(embeddings, self.similarity)
+
+    def get(self, namespace: str) -> NamespaceState:
+        """The namespace's state, loaded on first use."""
+        with self._states_lock:
+            state = self._states.get(namespace)
+            if state is None:
+                state = self._states[namespace] = NamespaceState(namespace)
+        if not state.loaded:
+            with state.lock.gen_wlock():
+                if not state.loaded:
+                    self.reload(state, persist=True)
+        return state
+
+    def fresh(self, namespace: str) -> NamespaceState:
+        """The namespace's state, reloaded first if the database moved on without it (another
+        process wrote, or an index update failed)."""
+        state = self.get(namespace)
+        if self.store.generation(namespace) != state.generation:
+            with state.lock.gen_wlock():
+                if self.store.generation(namespace) != state.generation:
+                    self.reload(state, persist=False)
+        return state
+
+    def loaded(self, namespace: str | None = None) -> list[NamespaceState]:
+        """States in memory (all, or the one of `namespace`)."""
+        with self._states_lock:
+            return [s for n, s in self._states.items() if namespace is None or n == namespace]
+
+    def reload(self, state: NamespaceState, persist: bool) -> None:
+        """(Re)load the namespace from the database, from its index file when that file provably
+        matches the database, else by rebuilding. Caller holds the write lock."""
+        with self.store.read() as conn:  # one snapshot: generation, ids and vectors agree
+            row = self.store.namespace(conn, state.name)
+            if row is None or row.model_id is None or row.embedding_shape is None:
+                self._set_empty(state, row)
+                return
+            ids, subjects = self.store.active_sequence_map(conn, state.name, row.model_id)
+            names = self.store.display_names(conn, state.name)
+            index, reason = self._index_from_file(row, ids)
+            if index is None:
+                index = self._new_index(row.embedding_shape)
+                for chunk_ids, embeddings in self.store.iter_embeddings(conn, state.name, row.model_id):
+                    index.add(chunk_ids, self.vectors(embeddings))
+        state.index = index
+        state.model_id, state.shape = row.model_id, row.embedding_shape
+        state.generation, state.generation_token = row.generation, row.generation_token
+        state.set_subjects(ids.tolist(), subjects, names)
+        state.rebuild_reason = reason
+        if reason is None:
+            state.loaded_from, state.saved_generation = "file", row.generation
+        else:
+            state.loaded_from = "rebuilt"
+            log.info("rebuilt index of namespace %s (%d vectors): %s", state.name, index.ntotal, reason)
+            if persist:
+                self.persist(state)
+
+    def persist(self, state: NamespaceState) -> None:
+        """Write the namespace's index file if it is stale. Only reads the index: a read lock suffices."""
+        if state.index is None or not state.loaded or state.saved_generation == state.generation:
+            return
+        if self.store.generation(state.name) != state.generation:
+            return  # another process moved the database on: this index would be stale on arrival
+        generation = state.generation
+        state.index.save(self.path(state.name), {
+            "db_instance": self.store.instance_id, "namespace": state.name, "generation": generation,
+            "generation_token": state.generation_token, "model_id": state.model_id, "similarity": self.similarity,
+        })
+        state.saved_generation = generation
+
+    def forget_file(self, state: NamespaceState) -> None:
+        """Delete the namespace's index file (it may hold vectors that were just deleted)."""
+        self.path(state.name).unlink(missing_ok=True)
+        state.saved_generation = NOT_LOADED
+
+    def info(self, state: NamespaceState) -> IndexInfo | None:
+        if state.index is None:
+            return None
+        return IndexInfo(kind=state.index.kind, device=state.index.device, vectors=state.index.ntotal,
+                         generation=state.generation, loaded_from=state.loaded_from,  # type: ignore[arg-type]
+                         path=str(self.path(state.name)), rebuild_reason=state.rebuild_reason)
+
+    def _set_empty(self, state: NamespaceState, row: NamespaceRow | None) -> None:
+        state.index = None
+        state.model_id = row.model_id if row else None
+        state.shape = row.embedding_shape if row else None
+        state.generation = row.generation if row else 0
+        state.generation_token = row.generation_token if row else ""
+        state.set_subjects([], [], {})
+        state.loaded_from, state.rebuild_reason = "empty", None
+        self.forget_file(state)
+
+    def _index_from_file(self, row: NamespaceRow, ids: np.ndarray) -> tuple[VectorIndex | None, str | None]:
+        """The namespace's index file if it reflects exactly this database state; else (None, why)."""
+        path = self.path(row.name)
+        if not path.exists():
+            return None, "missing"
+        assert row.embedding_shape is not None
+        expected = {"db_instance": self.store.instance_id, "namespace": row.name, "generation": row.generation,
+                    "generation_token": row.generation_token, "model_id": row.model_id,
+                    "similarity": self.similarity, "kind": self.kind,
+                    "dim": row.embedding_shape[0] * row.embedding_shape[1], "ntotal": len(ids)}
+        try:
+            header = VectorIndex.read_header(path)
+            differing = [k for k, v in expected.items() if header.get(k) != v]
+            if differing:
+                return None, "stale: " + ", ".join(f"{k} {header.get(k)!r} != {expected[k]!r}" for k in differing)
+            index, _ = VectorIndex.load(path, device=self._device, replica_factory=self._replica_factory)
+        except IndexFileError as exc:
+            return None, f"corrupt: {exc}"
+        if not np.array_equal(np.sort(index.ids()), ids):
+            return None, "stale: ids differ from the database"
+        return index, None
+
+    def _new_index(self, shape: tuple[int, int]) -> VectorIndex:
+        return VectorIndex(shape[0] * shape[1], self.kind, device=self._device, replica_factory=self._replica_factory)
