@@ -34,12 +34,11 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
 
-from service.pipeline.errors import ModelNotFoundError
+from service.pipeline.config import DEPTH_INPUT, DEPTH_INPUT_SIZE, DepthMode, require_model
 from service.pipeline.types import Track
 from service.runtime import make_session
 
@@ -48,8 +47,6 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 # Key under which model/export_depth.py stores DepthModelInfo-like JSON in the ONNX metadata.
 METADATA_KEY = "gaitid_depth"
-
-DepthMode = Literal["crop", "full"]
 
 
 class DepthModelError(ValueError):
@@ -193,17 +190,13 @@ class DepthEstimator:
         path: str | Path,
         providers: str | list[str] = "auto",
         threads: int = 1,
-        input_size: int = 518,
-        mode: DepthMode = "crop",
+        input_size: int = DEPTH_INPUT_SIZE,
+        mode: DepthMode = DEPTH_INPUT,
         *,
         batch: int = 4,
         margin: float = 0.1,
     ):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelNotFoundError(
-                f"depth model not found at {self.path}: install it with `gaitid models fetch` "
-                f"(online) or `gaitid models import DIR` (offline)", path=str(self.path))
+        self.path = require_model(Path(path), "depth")
         if mode not in ("crop", "full"):
             raise ValueError(f"mode must be 'crop' or 'full', got {mode!r}")
         if input_size < PATCH_SIZE:

@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from service.pipeline.errors import ModelNotFoundError
+from service.pipeline.config import YOLO_IMGSZ, require_model
 from service.pipeline.types import FrameDetections
 from service.runtime import make_session
 
@@ -137,7 +137,7 @@ class YoloSegmenter:
         path: str | Path,
         providers: str | list[str] = "auto",
         threads: int = 1,
-        imgsz: int = 640,
+        imgsz: int = YOLO_IMGSZ,
         conf: float = 0.25,
         iou: float = 0.45,
         batch: int = 8,
@@ -148,11 +148,7 @@ class YoloSegmenter:
         max_candidates: int = 3000,
         person_class: int | None = None,
     ):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelNotFoundError(
-                f"YOLO-seg model not found at {self.path}: install it with `gaitid models fetch` "
-                f"(online) or `gaitid models import DIR` (offline)", path=str(self.path))
+        self.path = require_model(Path(path), "yolo")
         if not 0.0 < mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
         if not (0.0 <= conf <= 1.0 and 0.0 < iou <= 1.0):

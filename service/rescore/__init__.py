@@ -1,17 +1,17 @@
 """Batch re-scoring of archived footage: every person track of every video, scored against the gallery.
 
     from service.rescore import ExtractorSpec, LocalRunner, RescoreOptions, run_rescore
-    runner = LocalRunner(ExtractorSpec(settings, background=None).build(), workers=3)
+    runner = LocalRunner(ExtractorSpec(pipeline_settings).build(), workers=3)
     summary = run_rescore("archive/", RescoreOptions(out=Path("results.jsonl")), runner, gallery)
 
-Modules: archive (listing, camera/time from paths, hashes), extract (one video -> tracks with
+Modules: archive (listing, camera/time from paths, file stats), extract (one video -> tracks with
 embeddings), store (the resumable SQLite state), local (threads) and ray_runner (Ray Data) runners,
 results (records, scoring, JSONL/CSV/Parquet), job (run_rescore), report (HTML).
 """
 
 from service.rescore.archive import DEFAULT_PATH_PATTERNS, PathInfo, PathParser, list_archive
 from service.rescore.errors import ArchiveError, GalleryMismatchError, OptionError, RescoreError, StateError
-from service.rescore.extract import Extractor, ExtractorSpec, FileJob, FileOutcome, embedding_model_id
+from service.rescore.extract import Extractor, ExtractorSpec, FileJob, FileOutcome
 from service.rescore.job import RescoreOptions, RescoreSummary, run_rescore
 from service.rescore.local import LocalRunner
 from service.rescore.ray_runner import RayRunner
@@ -41,7 +41,6 @@ __all__ = [
     "StateError",
     "build_report",
     "default_state_path",
-    "embedding_model_id",
     "list_archive",
     "read_results",
     "run_rescore",

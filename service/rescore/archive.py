@@ -1,5 +1,5 @@
-"""What to re-score: the videos of an archive, their content hashes, and the camera and recording
-time their paths tell.
+"""What to re-score: the videos of an archive, their size and modification time, and the camera
+and recording time their paths tell (content hashes: gaitid.contract.file_sha256).
 
 An archive is one of
 - a folder, walked recursively for video files (by extension, case-insensitive; hidden files and
@@ -21,7 +21,6 @@ Times are naive local times of the recorder (no time zone is known from a path).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -44,7 +43,6 @@ _PATTERN_GROUPS = {"camera", "date", "time", "datetime"}
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y_%m_%d", "%Y.%m.%d")
 _DATETIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y%m%dT%H%M%S", "%Y%m%d_%H%M%S",
                      "%Y%m%d%H%M%S", "%Y-%m-%d_%H-%M-%S")
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -175,11 +173,3 @@ class FileStat:
     def of(cls, path: Path) -> FileStat:
         stat = path.stat()
         return cls(stat.st_size, stat.st_mtime_ns)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()

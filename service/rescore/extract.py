@@ -26,10 +26,12 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
-from service.pipeline.errors import ModelNotFoundError, PipelineError
-from service.pipeline.pipeline import ClipResult, Embedder, build_pipeline
+from gaitid.contract import SequenceEmbedder, file_sha256, model_id
+from service.pipeline.config import PipelineSettings, require_model
+from service.pipeline.errors import PipelineError
+from service.pipeline.pipeline import ClipResult, build_pipeline
 from service.pipeline.types import AlignedSequence
-from service.rescore.archive import FileStat, sha256_file
+from service.rescore.archive import FileStat
 from service.rescore.errors import OptionError
 
 log = logging.getLogger("gaitid.rescore")
@@ -114,7 +116,7 @@ class ContentClaims:
 class Extractor:
     """A clip pipeline (without embedder) plus the embedder; safe to share between threads."""
 
-    def __init__(self, pipeline: ClipExtractor, embedder: Embedder, strip_frames: int = STRIP_FRAMES):
+    def __init__(self, pipeline: ClipExtractor, embedder: SequenceEmbedder, strip_frames: int = STRIP_FRAMES):
         self.pipeline = pipeline
         self.embedder = embedder
         self.strip_frames = strip_frames
@@ -129,7 +131,7 @@ class Extractor:
         prepared = Prepared(job)
         try:
             prepared.stat = FileStat.of(Path(job.path))
-            prepared.sha256 = job.known_sha256 or sha256_file(job.path)
+            prepared.sha256 = job.known_sha256 or file_sha256(job.path)
         except OSError as exc:
             prepared.outcome = self._failed(prepared, "unreadable", f"the file cannot be read: {exc.strerror or exc}")
             return prepared
@@ -158,9 +160,8 @@ class Extractor:
         to_source = np.array([result.source_size[0] / result.size[0], result.source_size[1] / result.size[1]] * 2,
                              np.float32)
         try:
-            for sequence in result.sequences:
-                embedding = self.embedder.embed(sequence.silhouettes,
-                                                sequence.depth if self.embedder.needs_depth else None)
+            embeddings = self.embedder.embed([sequence.model_input() for sequence in result.sequences])
+            for sequence, embedding in zip(result.sequences, embeddings):
                 tracks.append(TrackOutcome(
                     track_id=int(sequence.track_id),
                     frame_indices=np.asarray(sequence.frame_indices, np.int64),
@@ -202,56 +203,48 @@ def track_strip_png(sequence: AlignedSequence, frames: int = STRIP_FRAMES) -> by
     count = len(sequence.silhouettes)
     picks = np.unique(np.round(np.linspace(0, count - 1, min(frames, count))).astype(np.int64))
     rows = [np.hstack(list(sequence.silhouettes[picks]))]
-    if sequence.depth is not None:
-        depth = np.clip(sequence.depth[picks] * 255.0, 0, 255).astype(np.uint8)
-        rows.append(np.hstack(list(depth)))
+    if sequence.depth is not None:  # uint8 already (gaitid.contract.quantise_depth)
+        rows.append(np.hstack(list(sequence.depth[picks])))
     ok, png = cv2.imencode(".png", np.vstack(rows))
     return png.tobytes() if ok else b""
-
-
-def embedding_model_id(path: str | Path) -> str:
-    """The id `GaitEmbedder` gives the model at `path` (a prefix of its sha256), without loading it.
-    The Ray runner checks every worker's embeddings carry this id, so a drift cannot go unnoticed."""
-    from service.pipeline.embed import file_sha256
-
-    return file_sha256(path)[:16]
 
 
 @dataclass(frozen=True)
 class ExtractorSpec:
     """How to build an `Extractor`: picklable, so a Ray actor can build its own copy once.
 
-    settings: `service.settings.Settings` (embedding model, providers, threads, segmenter, limits);
-    background: an empty-scene clip for background subtraction (fixed cameras), or None.
+    settings: the pipeline's settings (embedding model, providers, threads, segmenter, limits, and
+    `background_clip`, an empty-scene clip for background subtraction on fixed cameras).
     """
 
-    settings: object
-    background: Path | None = None
+    settings: PipelineSettings
 
     @property
     def model_path(self) -> Path:
-        return Path(self.settings.model_path(self.settings.embedding_model))
+        return self.settings.embedding_path
 
     def model_id(self) -> str:
+        """The id the embedder will tag embeddings with, without loading the model. The Ray runner
+        checks every worker's embeddings carry it, so a drift between nodes cannot go unnoticed."""
         self.check()
-        return embedding_model_id(self.model_path)
+        return model_id(self.model_path)
 
     def build(self) -> Extractor:
-        from service.pipeline.embed import GaitEmbedder  # onnx + onnxruntime: only when a job really runs
+        from service.pipeline.embed import OnnxEmbedder  # onnx + onnxruntime: only when a job really runs
 
         self.check()
         settings = self.settings
-        embedder = GaitEmbedder(self.model_path, providers=settings.providers, threads=settings.threads)
+        embedder = OnnxEmbedder(self.model_path, providers=settings.providers, threads=settings.threads)
         # The pipeline stops at aligned sequences: embedding runs in the consumer (see the module doc).
-        pipeline = build_pipeline(settings, None, with_depth=embedder.needs_depth, background=self.background)
+        pipeline = build_pipeline(settings, None, with_depth=embedder.metadata.needs_depth,
+                                  background=settings.background_clip)
         return Extractor(pipeline, embedder)
 
     def check(self) -> None:
         """Fail early, with what to change, on a missing model or background clip or an unknown segmenter."""
-        if not self.model_path.exists():
-            raise ModelNotFoundError(f"The embedding model {self.model_path} does not exist: set "
-                                     "GAITID_EMBEDDING_MODEL or pass --model.")
-        if self.background is not None and not Path(self.background).is_file():
-            raise OptionError(f"the background clip {self.background} does not exist")
+        require_model(self.model_path, "embedding")
+        background = self.settings.background_clip
+        if background is not None and not Path(background).is_file():
+            raise OptionError(f"the background clip {background} does not exist")
         if self.settings.segmenter not in ("auto", "yolo", "bgsub"):
             raise OptionError(f"unknown segmenter {self.settings.segmenter!r}: use auto, yolo or bgsub")

@@ -1,0 +1,76 @@
+"""Commands on the gallery: calibrate its open-set threshold, re-embed it with a new model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gaitid.cli.errors import reported_errors
+
+
+def calibrate(
+    source: Annotated[Path, typer.Argument(help=".npz of labelled embeddings (embeddings, labels, [gallery]), "
+                                                "or an embedding model (.onnx/.pt) to run over DATASET_ROOT")],
+    dataset_root: Annotated[Path | None, typer.Argument(help="labelled silhouettes (OpenGait layout)")] = None,
+    subjects: Annotated[str | None, typer.Option(help="subjects to use, e.g. 055-074 (never training ones)")] = None,
+    enrolled_fraction: Annotated[float, typer.Option(help="share of subjects enrolled; the rest are strangers")] = 0.5,
+    target_far: Annotated[float, typer.Option(help="false-accept rate to pick the threshold for")] = 0.01,
+    rows: Annotated[int, typer.Option(help="rows of the FAR/FRR table")] = 11,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the summary as JSON")] = None,
+    save_embeddings: Annotated[Path | None, typer.Option(help="keep the dataset's embeddings as .npz")] = None,
+):
+    """False-accept / false-reject rates over thresholds, and the open-set threshold (GAITID_UNKNOWN_THRESHOLD)
+    at a target false-accept rate."""
+    import json
+
+    from gallery.calibration import calibrate_file, format_report
+
+    with reported_errors(exit_code=2):
+        if source.suffix == ".npz":
+            report = calibrate_file(source, target_far=target_far)
+        else:
+            if dataset_root is None:
+                raise typer.BadParameter("a model needs DATASET_ROOT to run over")
+            from model.calibrate import calibrate_on_dataset
+
+            report = calibrate_on_dataset(source, dataset_root, subjects, enrolled_fraction=enrolled_fraction,
+                                          target_far=target_far, save_embeddings=save_embeddings)
+    typer.echo(format_report(report, target_far, rows))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.summary(), indent=2))
+
+
+def reembed(
+    model: Annotated[Path, typer.Argument(help="the new embedding model (.onnx exported by `gaitid export`)")],
+    namespace: Annotated[str, typer.Option(help="gallery namespace (one per API key)")] = "default",
+    gallery_dir: Annotated[Path | None, typer.Option(help="default: $GAITID_DATA_DIR/gallery")] = None,
+):
+    """Re-embed every enrolled sequence with a new model (from the stored aligned sequences: no footage
+    needed). Interrupted runs resume; the gallery switches models in one step at the end."""
+    from tqdm import tqdm
+
+    from gallery import Gallery
+    from service.pipeline.embed import OnnxEmbedder
+    from service.settings import get_settings
+
+    settings = get_settings()
+    with reported_errors(exit_code=2):
+        embedder = OnnxEmbedder(model, providers=settings.pipeline.providers, threads=settings.pipeline.threads)
+        with Gallery(gallery_dir or settings.gallery.gallery_dir, similarity=embedder.metadata.similarity) as gallery:
+            bar = tqdm(desc="re-embedding", unit="seq")
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            report = gallery.reembed(embedder, namespace=namespace, progress=progress)
+            bar.close()
+    typer.echo(report)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(calibrate)
+    app.command()(reembed)

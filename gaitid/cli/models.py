@@ -1,0 +1,66 @@
+"""`gaitid models`: the person-segmentation and depth models (fetch, import, list; `model/zoo.py`)
+and upgrading an embedding model to the current contract (`model/export.py`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gaitid.cli.errors import reported_errors
+
+app = typer.Typer(help="Person-segmentation and depth models (YOLO-seg, Depth Anything V2); embedding-model upgrades.",
+                  no_args_is_help=True)
+
+
+@app.command("fetch")
+def models_fetch(
+    dest: Annotated[Path | None, typer.Option(help="default: $GAITID_DATA_DIR/models")] = None,
+):
+    """Download official YOLO-seg and Depth Anything V2 Small weights and export them to ONNX."""
+    from model.zoo import fetch_models
+
+    with reported_errors():
+        fetch_models(dest)
+
+
+@app.command("import")
+def models_import(
+    source: Annotated[Path, typer.Argument(help="folder with yolov8n-seg.pt and/or a Depth-Anything-V2-Small-hf folder")],
+    dest: Annotated[Path | None, typer.Option(help="default: $GAITID_DATA_DIR/models")] = None,
+):
+    """Offline: export weights you bring to ONNX and record their sha256 and provenance."""
+    from model.zoo import import_models
+
+    with reported_errors():
+        import_models(source, dest)
+
+
+@app.command("list")
+def models_list(
+    dest: Annotated[Path | None, typer.Option(help="default: $GAITID_DATA_DIR/models")] = None,
+):
+    """Show installed models and their provenance."""
+    from model.zoo import list_models
+
+    with reported_errors():
+        list_models(dest)
+
+
+@app.command("upgrade")
+def models_upgrade(
+    old: Annotated[Path, typer.Argument(help="an embedding model of an older contract (.onnx)")],
+    new: Annotated[Path, typer.Argument(help="where to write the upgraded model (may be OLD itself)")],
+):
+    """Upgrade an exported embedding model to the current contract (uint8 inputs scaled inside the
+    network); the weights are unchanged, so its embeddings are the same."""
+    from gaitid.contract import CONTRACT_VERSION, model_id
+    from model.export import upgrade_v1
+
+    with reported_errors(exit_code=2):
+        if not old.is_file():
+            raise typer.BadParameter(f"{old} does not exist", param_hint="OLD")
+        metadata = upgrade_v1(old, new)
+    typer.echo(f"{new}: {metadata.architecture} {metadata.variant}, contract v{CONTRACT_VERSION}, "
+               f"model id {model_id(new)}")
