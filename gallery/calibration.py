@@ -14,6 +14,11 @@ score >= threshold, exactly like `Identification.is_known`. Two protocols:
   fraction not answered with the right subject at >= threshold; a probe whose top-1 subject is
   wrong counts as a reject at every threshold (and is reported in `misidentified`).
 
+For open-set reports the 1:N figures of ISO/IEC 19795 and NIST FRTE are available too: FNIR at a
+given FPIR (`fnir_at_fpir`, by default at FPIR 0.1, 0.01 and 0.003), and rank-1 / rank-5
+identification rates of the genuine probes (the rank of their true subject among the enrolled
+subjects, each scored by its best sequence, thresholds aside). `gallery.det_plot` draws the DET curve.
+
 The report gives FAR and FRR at every distinct score, the lowest threshold whose FAR is at most
 `target_far` (the one that rejects the fewest genuine trials under that constraint), and the
 equal error rate. Scores are exact for the "flat" index; the "fp16" index moves them by ~1e-3.
@@ -37,6 +42,8 @@ from gallery.errors import InvalidInputError
 from gallery.validation import contract_errors_as_invalid_input, embedding_batch
 
 Mode = Literal["pairs", "open-set"]
+# The operating points 1:N evaluations report (NIST FRTE 1:N): FNIR at these FPIRs.
+REPORTED_FPIRS = (0.1, 0.01, 0.003)
 # Pair mode materialises every pair score; beyond this, ask for a gallery/probe split instead.
 MAX_PAIRS = 50_000_000
 _PROBE_CHUNK = 1024
@@ -54,6 +61,8 @@ class CalibrationReport:
     eer: float  # equal error rate (mean of FAR and FRR where they are closest)
     eer_threshold: float
     misidentified: int = 0  # open-set: genuine probes whose top-1 subject was another one
+    # open-set: rank (1 = first) of each genuine probe's true subject among the enrolled subjects
+    true_subject_ranks: np.ndarray | None = None
 
     @property
     def genuine_trials(self) -> int:
@@ -66,6 +75,18 @@ class CalibrationReport:
     def rates_at(self, threshold: float) -> tuple[float, float]:
         """(FAR, FRR) when accepting scores >= threshold."""
         return _far(self.impostor_scores, threshold), _frr(self.genuine_scores, threshold)
+
+    def fnir_at_fpir(self, fpir: float) -> tuple[float, float]:
+        """(FNIR, threshold) at the lowest threshold whose FPIR (FAR) is at most `fpir`. With fewer
+        than 1/fpir impostor trials this is the threshold that accepts no impostor at all."""
+        threshold = _threshold_at_far(self.genuine_scores, self.impostor_scores, fpir)
+        return _frr(self.genuine_scores, threshold), threshold
+
+    def rank_rate(self, rank: int) -> float | None:
+        """Share of genuine probes whose true subject is among the first `rank` (open-set only)."""
+        if self.true_subject_ranks is None:
+            return None
+        return float(np.mean(self.true_subject_ranks <= rank))
 
     def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(thresholds ascending, FAR, FRR) at every distinct finite score, plus one threshold above
@@ -82,6 +103,11 @@ class CalibrationReport:
             "target_far": self.target_far, "threshold": self.threshold,
             "far_at_threshold": self.far_at_threshold, "frr_at_threshold": self.frr_at_threshold,
             "eer": self.eer, "eer_threshold": self.eer_threshold, "misidentified": self.misidentified,
+            "fnir_at_fpir": [
+                {"fpir": fpir, "fnir": fnir, "threshold": t}
+                for fpir in REPORTED_FPIRS for fnir, t in [self.fnir_at_fpir(fpir)]
+            ],
+            "rank1": self.rank_rate(1), "rank5": self.rank_rate(5),
         }
 
     def table(self, rows: int = 11) -> str:
@@ -111,9 +137,9 @@ def calibrate(embeddings: np.ndarray, labels: Sequence[Any], *, gallery_mask: np
     if gallery_mask is None:
         genuine, impostor = pair_scores(batch, label_codes, similarity)
         return rates_from_scores(genuine, impostor, target_far=target_far, mode="pairs")
-    genuine, impostor, misidentified = open_set_scores(batch, label_codes, gallery_mask, similarity)
+    genuine, impostor, misidentified, ranks = open_set_scores(batch, label_codes, gallery_mask, similarity)
     return rates_from_scores(genuine, impostor, target_far=target_far, mode="open-set",
-                             misidentified=misidentified)
+                             misidentified=misidentified, true_subject_ranks=ranks)
 
 
 def pair_scores(embeddings: np.ndarray, labels: Sequence[Any],
@@ -138,9 +164,10 @@ def pair_scores(embeddings: np.ndarray, labels: Sequence[Any],
 
 
 def open_set_scores(embeddings: np.ndarray, labels: Sequence[Any], gallery_mask: np.ndarray,
-                    similarity: Similarity = "part-cosine") -> tuple[np.ndarray, np.ndarray, int]:
+                    similarity: Similarity = "part-cosine") -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Search every probe against the gallery part: (genuine top-1 scores, -inf where the top-1
-    subject is wrong; impostor top-1 scores; number misidentified)."""
+    subject is wrong; impostor top-1 scores; number misidentified; rank of each genuine probe's true
+    subject among the enrolled subjects, 1 = first)."""
     mask = np.asarray(gallery_mask)
     vectors = _search_vectors(embeddings, similarity)
     codes = _label_codes(labels, len(vectors))
@@ -148,24 +175,34 @@ def open_set_scores(embeddings: np.ndarray, labels: Sequence[Any], gallery_mask:
         raise InvalidInputError(f"gallery_mask must be a boolean array of shape ({len(vectors)},)")
     if not mask.any() or mask.all():
         raise InvalidInputError("gallery_mask must mark some embeddings as enrolled and some as probes")
-    gallery, gallery_codes = vectors[mask], codes[mask]
+    # Gallery sequences grouped by subject, so a subject's score (its best sequence) is one reduceat.
+    order = np.argsort(codes[mask], kind="stable")
+    gallery, gallery_codes = vectors[mask][order], codes[mask][order]
+    subjects, first = np.unique(gallery_codes, return_index=True)
     probes, probe_codes = vectors[~mask], codes[~mask]
     top_scores = np.empty(len(probes), np.float32)
     top_codes = np.empty(len(probes), codes.dtype)
+    true_ranks = np.zeros(len(probes), np.int64)  # 0 where the probe's subject is not enrolled
     for start in range(0, len(probes), _PROBE_CHUNK):
-        scores = probes[start:start + _PROBE_CHUNK] @ gallery.T
-        best = scores.argmax(axis=1)  # best sequence overall = best sequence of the top-1 subject
-        top_scores[start:start + len(best)] = scores[np.arange(len(best)), best]
-        top_codes[start:start + len(best)] = gallery_codes[best]
-    mated = np.isin(probe_codes, gallery_codes)
+        stop = min(start + _PROBE_CHUNK, len(probes))
+        per_subject = np.maximum.reduceat(probes[start:stop] @ gallery.T, first, axis=1)
+        best = per_subject.argmax(axis=1)
+        top_scores[start:stop] = per_subject[np.arange(len(best)), best]
+        top_codes[start:stop] = subjects[best]
+        column = np.searchsorted(subjects, probe_codes[start:stop])
+        enrolled = (column < len(subjects)) & (subjects[np.minimum(column, len(subjects) - 1)] == probe_codes[start:stop])
+        own = per_subject[np.arange(len(best)), np.minimum(column, len(subjects) - 1)]
+        true_ranks[start:stop] = np.where(enrolled, 1 + (per_subject > own[:, None]).sum(axis=1), 0)
+    mated = true_ranks > 0
     correct = top_codes == probe_codes
     genuine = np.where(correct[mated], top_scores[mated].astype(np.float64), -np.inf)
     impostor = top_scores[~mated].astype(np.float64)
-    return genuine, impostor, int((~correct[mated]).sum())
+    return genuine, impostor, int((~correct[mated]).sum()), true_ranks[mated]
 
 
 def rates_from_scores(genuine: np.ndarray, impostor: np.ndarray, *, target_far: float = 0.01,
-                      mode: Mode = "pairs", misidentified: int = 0) -> CalibrationReport:
+                      mode: Mode = "pairs", misidentified: int = 0,
+                      true_subject_ranks: np.ndarray | None = None) -> CalibrationReport:
     """Threshold at target FAR and EER from genuine / impostor scores (accept iff score >= t)."""
     if not 0.0 <= target_far <= 1.0:
         raise InvalidInputError(f"target_far must be in [0, 1], got {target_far}")
@@ -184,7 +221,7 @@ def rates_from_scores(genuine: np.ndarray, impostor: np.ndarray, *, target_far: 
         mode=mode, genuine_scores=genuine, impostor_scores=impostor, target_far=float(target_far),
         threshold=threshold, far_at_threshold=_far(impostor, threshold), frr_at_threshold=_frr(genuine, threshold),
         eer=float((far[closest] + frr[closest]) / 2), eer_threshold=float(thresholds[closest]),
-        misidentified=misidentified,
+        misidentified=misidentified, true_subject_ranks=true_subject_ranks,
     )
 
 
@@ -247,9 +284,16 @@ def format_report(report: CalibrationReport, target_far: float, rows: int = 11) 
     trials = f"{report.mode}: {report.genuine_trials} genuine, {report.impostor_trials} impostor trials"
     if report.mode == "open-set":
         trials += f", {report.misidentified} misidentified"
+    lines = [trials, report.table(rows)]
+    if report.mode == "open-set":
+        lines += ["", "| FPIR | threshold | FNIR |", "|---:|---:|---:|"]
+        for fpir in REPORTED_FPIRS:
+            fnir, threshold = report.fnir_at_fpir(fpir)
+            lines.append(f"| {fpir:g} | {threshold:.4f} | {fnir:.2%} |")
+        lines.append(f"rank-1 {report.rank_rate(1):.2%}, rank-5 {report.rank_rate(5):.2%} "
+                     f"of {report.genuine_trials} genuine searches")
     return "\n".join([
-        trials,
-        report.table(rows),
+        *lines,
         (f"threshold at FAR <= {target_far:g}: {report.threshold:.6f} "
          f"(FAR {report.far_at_threshold:.4%}, FRR {report.frr_at_threshold:.4%}); "
          f"EER {report.eer:.4%} at {report.eer_threshold:.6f}"),

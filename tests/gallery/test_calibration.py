@@ -80,3 +80,72 @@ def test_calibrate_scores_by_the_contracts_similarity(rng: np.random.Generator) 
         calibrate(embs, labels, similarity="euclidean")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         calibrate(np.full((8, 4, 2), np.nan), labels)  # the contract's check, as the gallery's error
+
+
+def test_open_set_ranks_and_fnir_at_fpir_against_brute_force(rng: np.random.Generator) -> None:
+    """Rank-k and FNIR@FPIR from the report equal a direct per-subject search in float64."""
+    embs, labels = labelled(rng, subjects=14, per_subject=4, noise=12.0)  # noisy: some probes rank > 1
+    subject_index = np.repeat(np.arange(14), 4)
+    gallery_mask = np.tile([True, True, False, False], 14) & (subject_index < 8)  # 8 enrolled, 6 strangers
+    report = calibrate(embs, labels, gallery_mask=gallery_mask, target_far=0.1)
+
+    enrolled = sorted(set(np.asarray(labels)[gallery_mask]))
+    ranks, tops, correct = [], [], []
+    impostor = []
+    for i in np.flatnonzero(~gallery_mask):
+        per_subject = {s: max(direct_similarity(embs[i], embs[j]) for j in np.flatnonzero(gallery_mask)
+                              if labels[j] == s) for s in enrolled}
+        best = max(per_subject, key=per_subject.get)
+        if labels[i] in per_subject:
+            ranks.append(1 + sum(v > per_subject[labels[i]] for v in per_subject.values()))
+            tops.append(per_subject[best])
+            correct.append(best == labels[i])
+        else:
+            impostor.append(per_subject[best])
+    ranks = np.array(ranks)
+    assert 1 < ranks.max() and (ranks == 1).any()  # the case is not trivial
+    np.testing.assert_array_equal(np.sort(report.true_subject_ranks), np.sort(ranks))
+    assert report.rank_rate(1) == pytest.approx(np.mean(ranks == 1))
+    assert report.rank_rate(5) == pytest.approx(np.mean(ranks <= 5))
+    assert report.misidentified == int(np.sum(~np.array(correct)))
+    # The report's trials are the brute-force ones (float32 index arithmetic vs float64 here) ...
+    np.testing.assert_allclose(report.impostor_scores, np.sort(impostor), atol=1e-5)
+    genuine = np.sort(np.where(correct, tops, -np.inf))
+    np.testing.assert_allclose(report.genuine_scores, genuine, atol=1e-5)
+    # ... and FNIR@FPIR is read off them at the lowest threshold meeting the FPIR.
+    scores_imp, scores_gen = report.impostor_scores, report.genuine_scores
+    for fpir in (0.5, 1 / 6, 0.0):
+        fnir, threshold = report.fnir_at_fpir(fpir)
+        assert np.mean(scores_imp >= threshold) <= fpir + 1e-12
+        below = scores_imp[scores_imp < threshold]
+        if len(below):  # one impostor score lower and the FPIR would be broken
+            assert np.mean(scores_imp >= below.max()) > fpir
+        assert fnir == pytest.approx(np.mean(scores_gen < threshold))
+    summary = report.summary()
+    assert [p["fpir"] for p in summary["fnir_at_fpir"]] == [0.1, 0.01, 0.003]
+    assert summary["rank1"] == pytest.approx(np.mean(ranks == 1))
+
+
+def test_pairs_report_has_no_ranks(rng: np.random.Generator) -> None:
+    embs, labels = labelled(rng, subjects=5, per_subject=3, noise=2.0)
+    report = calibrate(embs, labels)
+    assert report.true_subject_ranks is None and report.rank_rate(1) is None
+
+
+def test_det_plot_is_a_png_with_the_curve(tmp_path: Path, rng: np.random.Generator) -> None:
+    pytest.importorskip("matplotlib")
+    from gallery.det_plot import write_det_plot
+
+    embs, labels = labelled(rng, subjects=10, per_subject=4, noise=7.0)  # overlapping: a real curve
+    mask = np.tile([True, True, False, False], 10) & (np.repeat(np.arange(10), 4) < 6)
+    report = calibrate(embs, labels, gallery_mask=mask)
+    path = write_det_plot(report, tmp_path / "det" / "curve.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 300
+    # Not a blank canvas: the blue curve is drawn (tab:blue = (31, 119, 180)).
+    blue = (np.abs(pixels[..., 0] - 31 / 255) < 0.05) & (np.abs(pixels[..., 2] - 180 / 255) < 0.05)
+    assert blue.sum() > 50
