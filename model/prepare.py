@@ -34,13 +34,12 @@ from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from model.dataset import CASIA_B_NAME, save_sequence
+from service.pipeline.config import PipelineSettings
 from service.pipeline.errors import PipelineError
-from service.pipeline.pipeline import ClipPipeline, PipelineConfig, build_pipeline
-from service.settings import Settings
+from service.pipeline.pipeline import ClipPipeline, build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ def prepare_dataset(
     segmenter: str = "yolo",
     background: str | Path | None = None,
     with_depth: bool = True,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> PrepareReport:
     """Write OUT/sil (and OUT/depth) for every labelled video under video_root; see the module doc.
 
@@ -93,7 +92,7 @@ def prepare_dataset(
     video_root, out_root = Path(video_root), Path(out_root)
     if not video_root.is_dir():
         raise FileNotFoundError(f"no video folder at {video_root}")
-    settings = _dataset_settings(settings or Settings(), segmenter)
+    settings = _dataset_settings(settings or PipelineSettings(), segmenter)
     videos, unlabelled = find_labelled_videos(video_root, compile_pattern(pattern), exclude=background)
     report = PrepareReport(unlabelled=unlabelled)
     todo = []
@@ -152,7 +151,7 @@ def _check_unique_labels(videos: list[LabelledVideo]) -> None:
         seen[video.key] = video.path
 
 
-def _dataset_settings(settings: Settings, segmenter: str) -> Settings:
+def _dataset_settings(settings: PipelineSettings, segmenter: str) -> PipelineSettings:
     if segmenter not in ("yolo", "bgsub", "auto"):
         raise ValueError(f"unknown segmenter {segmenter!r}: use yolo, bgsub or auto")
     return settings.model_copy(update={
@@ -162,8 +161,8 @@ def _dataset_settings(settings: Settings, segmenter: str) -> Settings:
     })
 
 
-def _make_pipeline(settings: Settings, background: str | Path | None, with_depth: bool) -> ClipPipeline:
-    config = replace(PipelineConfig.from_settings(settings), full_width=True)
+def _make_pipeline(settings: PipelineSettings, background: str | Path | None, with_depth: bool) -> ClipPipeline:
+    config = replace(settings.pipeline_config(), full_width=True)
     return build_pipeline(settings, with_depth=with_depth, background=background, config=config)
 
 
@@ -190,7 +189,7 @@ def _prepare_one(pipeline: ClipPipeline, video: LabelledVideo, out_root: Path, w
     if with_depth:
         if sequence.depth is None:
             return video.key, "no depth was computed"
-        depth = np.clip(np.rint(sequence.depth * 255.0), 0, 255).astype(np.uint8)
+        depth = sequence.depth  # uint8 already: gaitid.contract.quantise_depth
         save_sequence(out_root / "depth", video.subject, video.condition, video.view, depth)
     # The silhouette file last: its presence (with the depth file) marks the sequence done.
     save_sequence(out_root / "sil", video.subject, video.condition, video.view, sequence.silhouettes)
@@ -209,7 +208,7 @@ def _collect(results: Iterator[tuple[str, str | None]], total: int, report: Prep
 _WORKER_PIPELINE: ClipPipeline | None = None
 
 
-def _init_worker(settings: Settings, background: str | Path | None, with_depth: bool) -> None:
+def _init_worker(settings: PipelineSettings, background: str | Path | None, with_depth: bool) -> None:
     global _WORKER_PIPELINE
     _WORKER_PIPELINE = _make_pipeline(settings, background, with_depth)
 

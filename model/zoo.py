@@ -27,15 +27,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from service.pipeline.embed import file_sha256
+from gaitid.contract import file_sha256
+from service.pipeline.config import DEPTH_MODEL_FILE, YOLO_MODEL_FILE, PipelineSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPORT_YOLO_SCRIPT = Path(__file__).resolve().parent / "export_yolo.py"
 ULTRALYTICS_PYTHON_ENV = "GAITID_ULTRALYTICS_PYTHON"
 
-# File names: the defaults of service.settings.Settings.yolo_model / depth_model.
-YOLO_ONNX = "yolov8n-seg.onnx"
-DEPTH_ONNX = "depth-anything-v2-small.onnx"
+# File names: where the pipeline looks for them (service.pipeline.config).
+YOLO_ONNX = YOLO_MODEL_FILE
+DEPTH_ONNX = DEPTH_MODEL_FILE
 YOLO_OFFICIAL_WEIGHTS = "yolov8n-seg.pt"
 DEPTH_HUB_ID = "depth-anything/Depth-Anything-V2-Small-hf"
 DEPTH_FILES = ("config.json", "model.safetensors")
@@ -79,9 +80,7 @@ class InstalledModel:
 def default_dest(dest: Path | None) -> Path:
     if dest is not None:
         return Path(dest)
-    from service.settings import get_settings
-
-    return get_settings().models_dir
+    return PipelineSettings().models_dir
 
 
 def ultralytics_python() -> Path:
