@@ -14,7 +14,7 @@ import numpy as np
 
 from gallery.calibration import CalibrationReport, calibrate
 from model.dataset import list_sequences, parse_subject_range
-from model.evaluate import embed_dataset
+from model.evaluation.embedding import embed_dataset
 
 CASIA_B_GALLERY = ("nm-01", "nm-02", "nm-03", "nm-04")
 

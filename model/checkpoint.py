@@ -24,10 +24,28 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+# State-dict names of checkpoints written before the cross-level term was a named module.
+_RENAMED_KEY_PREFIXES = {"fused_stages.": "cross_level.stages."}
+
+
+def current_weights(weights: dict) -> dict:
+    """A saved state dict under the names the network has today."""
+    renamed = {}
+    for key, value in weights.items():
+        for old, new in _RENAMED_KEY_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        renamed[key] = value
+    return renamed
+
+
 def load_model(path: str | Path, device: str = "auto") -> tuple[DepthGait, ExperimentConfig]:
-    """A trained network in eval mode, and the experiment config it was trained with."""
+    """A trained network in eval mode, and the experiment config it was trained with.
+
+    Reads {"model": state_dict, "config": ExperimentConfig as JSON}; other fields (optimizer, ...) are
+    for resuming and ignored here."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     cfg = ExperimentConfig.model_validate(state["config"])
     model = build_model(cfg.model)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(current_weights(state["model"]))
     return model.to(resolve_device(device)).eval(), cfg

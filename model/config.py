@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # silhouette / depth: one DeepGaitV2 encoder on one modality (the paper's single-modality baselines).
 # plus / concat / attention / mcf: two encoders fused at every stage (paper Table 7 compares these).
 Variant = Literal["silhouette", "depth", "plus", "concat", "attention", "mcf"]
 Block = Literal["p3d", "2d", "3d"]
+# How F_sd of eq. 6 is read (model/depthgait.py): "fused-stream" carries the fused stream Y_f(i-1)
+# through stage i's own blocks; "none" drops the term (per-stage fusion only, the last stage kept).
+CrossLevel = Literal["fused-stream", "none"]
 
 
 class _Strict(BaseModel):
@@ -24,12 +27,22 @@ class ModelConfig(_Strict):
     variant: Variant = "silhouette"
     block: Block = "p3d"  # OpenGait's DeepGaitV2 'mode'
     width: int = 64  # c in the paper: stage channels are c, 2c, 4c, 8c
-    layers: list[int] = Field(default_factory=lambda: [1, 4, 4, 1])  # blocks per stage
+    # Blocks per stage. OpenGait's DeepGaitV2 configs use [1, 1, 1, 1] for CASIA-B, CCPG, SUSTech1K and
+    # OU-MVLP, and [1, 4, 4, 1] for the larger Gait3D and GREW (configs/deepgaitv2/*.yaml).
+    layers: list[int] = Field(default_factory=lambda: [1, 4, 4, 1])
     parts: int = 16  # horizontal pyramid bins
     embedding_dim: int = 256  # separate FC output per part
     num_classes: int = 74  # BNNeck classifier (training subjects)
     fusion_reduction: int = 4  # MCF/attention inner channels = 2C / reduction
-    cross_level: bool = True  # Y_f = X_f + F_sd (paper eq. 6); off = per-stage fusion only
+    cross_level: CrossLevel = "fused-stream"  # Y_f = X_f + F_sd (paper eq. 6)
+
+    @field_validator("cross_level", mode="before")
+    @classmethod
+    def _cross_level_from_bool(cls, value):
+        # Configs and checkpoints written before the term had a name say true / false.
+        if isinstance(value, bool):
+            return "fused-stream" if value else "none"
+        return value
 
     @property
     def channels(self) -> list[int]:

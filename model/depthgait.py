@@ -4,7 +4,9 @@
                                       ├─ fusion (MCF) ─ X_f ─(+ F_sd)─ Y_f ─► next stage … ─► TP ─► HPP ─► FCs ─► BNNeck
     depth       ─ DeepGaitV2 encoder ─┘ F_d
 
-Per stage i (§3.4, eqs. 1-6):
+The classes below follow the paper's order (§3.3-3.5): the two encoders, the fusion of one stage's
+features (eqs. 1-5), the cross-level term (eq. 6), then the head. Per stage i:
+
     F_t = concat(F_s, F_d)                                  (1)
     L_S = PW(Γ(Conv3x3(Γ(PW(F_t)))))   local branch         (2)
     G_S = PW(Γ(Conv5x5(Γ(PW(F_t)))))   global branch        (3)
@@ -12,15 +14,19 @@ Per stage i (§3.4, eqs. 1-6):
     X_f = F_s · W0 + F_d · W1                               (5)
     Y_f = X_f + F_sd                                        (6)
 
-How we read F_sd ("cross-level"): after the first fusion the two modality streams continue as one fused
-stream. F_sd at stage i is that fused stream's previous output Y_f(i-1) carried through stage i's own
-residual blocks (same block type, stride and channels as the encoders' stage i), so that the fused
-representation keeps being refined level by level while each level re-injects freshly fused modality
-features. At the first stage there is no earlier level and Y_f = X_f. Setting `cross_level: false` fuses
-each stage independently and keeps only the last one (an ablation).
+How we read F_sd ("cross-level"), `cross_level: fused-stream` (`CrossLevelStream`): after the first
+fusion the two modality streams continue as one fused stream. F_sd at stage i is that stream's previous
+output Y_f(i-1) carried through stage i's own residual blocks (same block type, stride and channels as
+the encoders' stage i), so the fused representation keeps being refined level by level while each level
+re-injects freshly fused modality features. At the first stage there is no earlier level: Y_f = X_f.
+`cross_level: none` drops the term: each stage is fused independently and only the last one is kept (an
+ablation). Another reading of F_sd is another entry in `CROSS_LEVEL_TERMS`.
 
 Variants (Tables 5-8): silhouette-only and depth-only run one encoder; plus / concat / attention
 (single-scale: local branch only) / mcf differ only in how X_f is formed.
+
+Inputs are the contract's raw tensors (gaitid.contract): uint8 (or float) 0..255 silhouettes and
+quantised disparities. `DepthGait.forward` scales them to [0, 1] first, the one place that does so.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gaitid.contract import INPUT_MAX
 from model.config import ModelConfig
 from model.modules import (
     BasicBlock2D,
@@ -46,8 +53,15 @@ from model.modules import (
 STAGE_STRIDES = (1, 2, 2, 1)
 
 
+def unit_range(frames: torch.Tensor | None) -> torch.Tensor | None:
+    """Contract inputs 0..INPUT_MAX (uint8 or float) -> float32 in [0, 1]. Divides (not multiplies by
+    the reciprocal) so the values are bit-identical to what the v1 tooling fed its networks."""
+    return None if frames is None else frames.float() / INPUT_MAX
+
+
 class DeepGaitV2Encoder(nn.Module):
-    """Stem (3x3 conv, per frame) and four stages; stage 0 is 2D, the others use cfg.block."""
+    """One modality's encoder: stem (3x3 conv, per frame) and four stages; stage 0 is 2D, the others
+    use cfg.block."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -66,7 +80,7 @@ class DeepGaitV2Encoder(nn.Module):
 
 
 class ModalityFusion(nn.Module):
-    """X_f from one stage's (F_s, F_d), frame by frame."""
+    """X_f from one stage's (F_s, F_d), frame by frame: eqs. (1)-(5) for mcf / attention."""
 
     def __init__(self, variant: str, channels: int, reduction: int):
         super().__init__()
@@ -98,6 +112,28 @@ class ModalityFusion(nn.Module):
         return self.weights(f_t)
 
 
+class CrossLevelStream(nn.Module):
+    """F_sd of eq. (6) read as a fused stream: Y_f(i-1) carried through stage i's own blocks.
+
+    forward(level, y_previous) -> F_sd at `level` (1..3), shaped like that level's X_f.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        ch = cfg.channels
+        # The fused stream's own stages 1..3 (stage 0 has no earlier level to carry).
+        self.stages = nn.ModuleList(
+            make_stage(cfg.block, ch[i - 1], ch[i], cfg.layers[i], STAGE_STRIDES[i]) for i in range(1, 4)
+        )
+
+    def forward(self, level: int, y_previous: torch.Tensor) -> torch.Tensor:
+        return self.stages[level - 1](y_previous)
+
+
+# cfg.cross_level -> the module computing F_sd; "none" has no term (None).
+CROSS_LEVEL_TERMS: dict[str, type[nn.Module] | None] = {"fused-stream": CrossLevelStream, "none": None}
+
+
 class DepthGait(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -106,19 +142,17 @@ class DepthGait(nn.Module):
         self.modalities = cfg.modalities
         self.encoders = nn.ModuleDict({m: DeepGaitV2Encoder(cfg) for m in self.modalities})
         self.fused = len(self.modalities) == 2
+        self.cross_level: nn.Module | None = None
         if self.fused:
             self.fusions = nn.ModuleList(ModalityFusion(cfg.variant, c, cfg.fusion_reduction) for c in ch)
-            if cfg.cross_level:
-                # The fused stream's own stages 1..3 (stage 0's Y_f is X_f itself).
-                self.fused_stages = nn.ModuleList(
-                    make_stage(cfg.block, ch[i - 1], ch[i], cfg.layers[i], STAGE_STRIDES[i]) for i in range(1, 4)
-                )
+            term = CROSS_LEVEL_TERMS[cfg.cross_level]
+            self.cross_level = term(cfg) if term is not None else None
         self.hpp = HorizontalPyramidPooling(cfg.parts)
         self.fcs = SeparateFCs(cfg.parts, ch[3], cfg.embedding_dim)
         self.bnneck = SeparateBNNecks(cfg.parts, cfg.embedding_dim, cfg.num_classes)
 
     def encode(self, sils: torch.Tensor | None, depths: torch.Tensor | None) -> torch.Tensor:
-        """Frame features before temporal pooling: (N, C, S, h, w)."""
+        """Frame features before temporal pooling, (N, C, S, h, w), from inputs already in [0, 1]."""
         inputs = {"sils": sils, "depths": depths}
         for name in self.modalities:
             if inputs[name] is None:
@@ -129,22 +163,22 @@ class DepthGait(nn.Module):
         enc_s, enc_d = self.encoders["sils"], self.encoders["depths"]
         f_s, f_d = enc_s.stem(sils.unsqueeze(1)), enc_d.stem(depths.unsqueeze(1))
         y_f = None
-        for i, fusion in enumerate(self.fusions):
-            f_s, f_d = enc_s.stages[i](f_s), enc_d.stages[i](f_d)
-            x_f = fusion(f_s, f_d)
-            if y_f is None or not self.cfg.cross_level:
+        for level, fusion in enumerate(self.fusions):
+            f_s, f_d = enc_s.stages[level](f_s), enc_d.stages[level](f_d)
+            x_f = fusion(f_s, f_d)  # (1)-(5)
+            if y_f is None or self.cross_level is None:
                 y_f = x_f
             else:
-                y_f = x_f + self.fused_stages[i - 1](y_f)  # (6): F_sd = fused stream carried to level i
+                y_f = x_f + self.cross_level(level, y_f)  # (6)
         return y_f
 
     def forward(self, sils: torch.Tensor | None = None, depths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """sils / depths: (N, S, 64, 44) floats in [0, 1]; any S >= 1.
+        """sils / depths: (N, S, 64, 44), the contract's raw 0..255 values (uint8 or float); any S >= 1.
 
         Returns the embedding (N, C, P) (pre-BNNeck: what retrieval uses), the BNNeck features and the
         cosine logits (N, num_classes, P) used by the cross-entropy loss.
         """
-        frames = self.encode(sils, depths)
+        frames = self.encode(unit_range(sils), unit_range(depths))
         parts = self.hpp(temporal_max_pool(frames))
         embedding = self.fcs(parts)
         bn_embedding, logits = self.bnneck(embedding)

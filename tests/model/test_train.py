@@ -1,16 +1,19 @@
 """Training on a small real subset of CASIA-B: the loss goes down, checkpoints resume."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from model.config import ExperimentConfig
-from model.data import PKBatches, SequenceBank, sample_window
+from model.config import ExperimentConfig, load_config
 from model.depthgait import build_model
 from model.losses import GaitLoss
 from model.train import run_training, seed_everything
+from model.training_data import PKBatches, SequenceBank, sample_window
+
+CONFIGS = Path(__file__).resolve().parents[2] / "model" / "configs"
 
 
 def small_config(root, iterations: int) -> ExperimentConfig:
@@ -68,12 +71,40 @@ def test_windows_are_ordered_and_loop_short_sequences():
 
 
 def test_reserved_subjects_are_not_in_the_shipped_training_configs():
-    from pathlib import Path
-
     from model.config import load_config
     from model.dataset import parse_subject_range
 
     reserved = {f"{i:03d}" for i in range(1, 7)}
-    for path in Path("model/configs").glob("*.yaml"):
+    for path in CONFIGS.glob("*.yaml"):
         subjects = parse_subject_range(load_config(path).data.train_subjects)
         assert not subjects & reserved, path
+
+
+@pytest.mark.data
+def test_batches_are_uint8_frames_the_network_scales(casia_root):
+    cfg = small_config(casia_root, iterations=1)
+    bank = SequenceBank.load(cfg.data, "007-008", need_depth=False)
+    batch = PKBatches(bank, cfg.data.model_copy(update={"batch_subjects": 2}), seed=0).batch(np.random.default_rng(0))
+    assert batch["sils"].dtype == torch.uint8 and batch["sils"].shape == (2 * 4, 10, 64, 44)
+    assert set(batch["sils"].unique().tolist()) <= set(range(256)) and batch["sils"].max() == 255
+
+
+@pytest.mark.data
+def test_validation_scores_held_out_subjects_under_both_metrics(casia_root, tmp_path):
+    cfg = small_config(casia_root, iterations=2)
+    cfg.data.val_subjects = "011-012"
+    summary = run_training(None, tmp_path / "run", resume=False, config=cfg, device="cpu")
+    assert set(summary["validation"]) == {"euclidean", "cosine"}
+    for metric in ("euclidean", "cosine"):
+        assert set(summary["validation"][metric]) == {"NM", "BG", "CL"}
+        assert 0 <= summary["validation"][metric]["NM"]["rank1"] <= 100
+    logged = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert logged[-1] == {"iteration": 2, "validation": summary["validation"]}
+
+
+def test_shipped_configs_load_and_say_which_opengait_config_they_follow():
+    for path in CONFIGS.glob("*.yaml"):
+        cfg = load_config(path)
+        assert "OpenGait" in path.read_text(), path
+        if cfg.model.width == 64:  # the GPU recipes follow OpenGait's CASIA-B DeepGaitV2 config
+            assert cfg.model.layers == [1, 1, 1, 1], path

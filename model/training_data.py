@@ -1,8 +1,9 @@
-"""Training data: sequences in memory, a PxK batch sampler, fixed-length windows, augmentations.
+"""Training batches: sequences in memory, a PxK batch sampler, fixed-length windows, augmentations.
 
 Sequences are loaded once into RAM as 64x44 uint8 (CASIA-B 007-074 is ~1.8 GB that way): gait batches
 draw 30-frame windows from thousands of sequences at random, which a disk-backed loader would turn
-into random reads.
+into random reads. Batches stay uint8 0..255 (the contract's inputs, a quarter of float32's size): the
+network scales them itself.
 """
 
 from __future__ import annotations
@@ -57,10 +58,6 @@ class SequenceBank:
         index = {s: k for k, s in enumerate(names)}
         labels = np.array([index[i.subject] for i in kept], dtype=np.int64)
         return cls(kept, sils, depths if need_depth else None, labels, names)
-
-    @property
-    def num_frames(self) -> int:
-        return sum(len(s) for s in self.sils)
 
 
 def _sequence_transform(aug: AugmentConfig, rng: np.random.Generator, h: int, w: int) -> np.ndarray | None:
@@ -135,11 +132,11 @@ class PKBatches(IterableDataset):
             if depth is not None:
                 depths.append(depth)
         out = {
-            "sils": torch.from_numpy(np.stack(sils)).float().div_(255.0),
+            "sils": torch.from_numpy(np.stack(sils)),
             "labels": torch.from_numpy(bank.labels[seqs]),
         }
         if depths:
-            out["depths"] = torch.from_numpy(np.stack(depths)).float().div_(255.0)
+            out["depths"] = torch.from_numpy(np.stack(depths))
         return out
 
     def __iter__(self):
@@ -152,5 +149,3 @@ class PKBatches(IterableDataset):
 
 def frames_per_batch(cfg: DataConfig) -> int:
     return cfg.batch_subjects * cfg.batch_per_subject * cfg.frames
-
-
