@@ -2,7 +2,8 @@
 
 Runs inside the separate `.venv-ultra` environment (ultralytics pulls in its own torch/torchvision
 build, which must never replace the torch in the main `.venv`), so it is a standalone script that
-imports nothing from this repository. `model/zoo.py` calls it as a subprocess:
+imports nothing from this repository (not even gaitid.contract: that environment has no pydantic; the
+caller hashes the weights file named in the report). `model/zoo.py` calls it as a subprocess:
 
     .venv-ultra/bin/python model/export_yolo.py --weights yolov8n-seg.pt --out models/yolov8n-seg.onnx \
         --imgsz 640 --report report.json [--download]
@@ -23,7 +24,6 @@ Exit codes: 0 ok, 2 bad arguments, 3 weights unavailable (missing file, or downl
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -36,14 +36,6 @@ EXIT_WEIGHTS_UNAVAILABLE = 3
 EXIT_EXPORT_FAILED = 4
 # Parity bounds, relative to each output's largest magnitude (boxes are in pixels, scores in [0, 1]).
 PARITY_TOLERANCE = 1e-3
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def release_url(name: str) -> str:
@@ -186,7 +178,6 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "out": str(out),
         "weights": str(Path(weights).resolve()) if Path(weights).is_file() else weights,
-        "weights_sha256": sha256_of(Path(weights)) if Path(weights).is_file() else None,
         "class_names": {int(k): str(v) for k, v in model.names.items()},
         "origin": origin,
         "task": model.task,

@@ -1,7 +1,7 @@
 """`gaitid models fetch | import | list`: the person-segmentation and depth networks as ONNX files.
 
 Two models, both exported to ONNX with dynamic batch/height/width and checked against torch:
-- YOLO-seg: Ultralytics `yolov8n-seg.pt` -> `yolov8n-seg.onnx`. Ultralytics runs only in its own
+- YOLO-seg: Ultralytics `yolov8n-seg.pt` -> YOLO_MODEL_FILE. Ultralytics runs only in its own
   environment (`.venv-ultra`: it needs its own CUDA torchvision build, which must never replace the
   torch of the main environment), so the export runs `model/export_yolo.py` with that environment's
   python, a subprocess. Which python: $GAITID_ULTRALYTICS_PYTHON, else `<repo>/.venv-ultra/bin/python`.
@@ -14,6 +14,8 @@ DEST/sources and installs them; `import_models` installs weights the user brings
 `manifest.json` in DEST records, per ONNX file: sha256, size, source, and provenance (URL or local
 path, weights sha256, library versions, export settings, parity against torch, date).
 `list_models` prints what is installed and whether each file still matches its recorded sha256.
+The ONNX file names are the clip pipeline's (service.pipeline.config), so the service finds what is
+installed here.
 """
 
 from __future__ import annotations
@@ -34,9 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPORT_YOLO_SCRIPT = Path(__file__).resolve().parent / "export_yolo.py"
 ULTRALYTICS_PYTHON_ENV = "GAITID_ULTRALYTICS_PYTHON"
 
-# File names: where the pipeline looks for them (service.pipeline.config).
-YOLO_ONNX = YOLO_MODEL_FILE
-DEPTH_ONNX = DEPTH_MODEL_FILE
 YOLO_OFFICIAL_WEIGHTS = "yolov8n-seg.pt"
 DEPTH_HUB_ID = "depth-anything/Depth-Anything-V2-Small-hf"
 DEPTH_FILES = ("config.json", "model.safetensors")
@@ -235,7 +234,7 @@ def _install_yolo(weights: str, dest: Path, *, imgsz: int, method: str, download
                   ) -> InstalledModel:
     python = ultralytics_python()
     dest.mkdir(parents=True, exist_ok=True)
-    out = dest / YOLO_ONNX
+    out = dest / YOLO_MODEL_FILE
     _progress(f"exporting YOLO-seg {weights} -> {out} (Ultralytics in {python}) ...")
     with tempfile.TemporaryDirectory(prefix="gaitid-zoo-") as tmp:
         report_path = Path(tmp) / "report.json"
@@ -260,13 +259,13 @@ def _install_yolo(weights: str, dest: Path, *, imgsz: int, method: str, download
     provenance = {
         "method": method,
         "origin": report["origin"],
-        "weights_sha256": report.get("weights_sha256"),
+        "weights_sha256": file_sha256(report["weights"]) if Path(report["weights"]).is_file() else None,
         "libraries": report["libraries"],
         "export": report["export"],
         "parity_relative_max_abs_diff": report["parity_relative_max_abs_diff"],
         "date": _now(),
     }
-    return _record(dest, YOLO_ONNX, "segmenter", f"ultralytics {Path(weights).name}", provenance)
+    return _record(dest, YOLO_MODEL_FILE, "segmenter", f"ultralytics {Path(weights).name}", provenance)
 
 
 def _last_error_line(text: str) -> str:
@@ -316,13 +315,13 @@ def _install_depth(folder: Path, dest: Path, *, origin: str, method: str) -> Ins
     from model.export_depth import export_depth_onnx, load_pretrained
 
     dest.mkdir(parents=True, exist_ok=True)
-    _progress(f"exporting Depth Anything {folder} -> {dest / DEPTH_ONNX} ...")
+    _progress(f"exporting Depth Anything {folder} -> {dest / DEPTH_MODEL_FILE} ...")
     try:
         model = load_pretrained(folder)
     except Exception as exc:  # transformers raises OSError/ValueError/... for unusable folders
         raise ExportError(f"cannot load {folder} as a Depth Anything model: {exc}") from exc
     try:
-        report = export_depth_onnx(model, dest / DEPTH_ONNX, source=origin)
+        report = export_depth_onnx(model, dest / DEPTH_MODEL_FILE, source=origin)
     except RuntimeError as exc:
         raise ExportError(f"Depth Anything export failed: {exc}") from exc
     config = model.config
@@ -341,7 +340,7 @@ def _install_depth(folder: Path, dest: Path, *, origin: str, method: str) -> Ins
         "parity_relative": report.parity_relative,
         "date": _now(),
     }
-    return _record(dest, DEPTH_ONNX, "depth", f"transformers {folder.name}", provenance)
+    return _record(dest, DEPTH_MODEL_FILE, "depth", f"transformers {folder.name}", provenance)
 
 
 # -- printing -----------------------------------------------------------------------------------------

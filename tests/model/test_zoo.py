@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from gaitid.cli import app
 from model import zoo
-from service.cli import app
-from service.settings import Settings
+from service.pipeline.config import DEPTH_MODEL_FILE, YOLO_MODEL_FILE, PipelineSettings
 
 
 def sha256(path: Path) -> str:
@@ -53,10 +53,12 @@ def random_yolo_checkpoint(path: Path) -> Path:
     return path
 
 
-def test_file_names_are_the_settings_defaults():
-    defaults = Settings.model_fields
-    assert zoo.YOLO_ONNX == str(defaults["yolo_model"].default)
-    assert zoo.DEPTH_ONNX == str(defaults["depth_model"].default)
+def test_models_are_installed_where_the_pipeline_looks_for_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAITID_DATA_DIR", str(tmp_path / "data"))
+    settings = PipelineSettings(_env_file=None)
+    dest = zoo.default_dest(None)
+    assert dest == settings.models_dir
+    assert (dest / YOLO_MODEL_FILE, dest / DEPTH_MODEL_FILE) == (settings.yolo_path, settings.depth_path)
 
 
 def test_import_depth_folder_writes_onnx_and_manifest_with_sha256(tmp_path, capsys):
@@ -64,10 +66,10 @@ def test_import_depth_folder_writes_onnx_and_manifest_with_sha256(tmp_path, caps
     dest = tmp_path / "models"
     installed = zoo.import_models(tmp_path / "source", dest)
 
-    assert [m.file for m in installed] == [zoo.DEPTH_ONNX]
-    onnx_file = dest / zoo.DEPTH_ONNX
+    assert [m.file for m in installed] == [DEPTH_MODEL_FILE]
+    onnx_file = dest / DEPTH_MODEL_FILE
     manifest = json.loads((dest / "manifest.json").read_text())
-    entry = manifest["models"][zoo.DEPTH_ONNX]
+    entry = manifest["models"][DEPTH_MODEL_FILE]
     assert entry["sha256"] == sha256(onnx_file) and entry["bytes"] == onnx_file.stat().st_size
     assert entry["kind"] == "depth"
     provenance = entry["provenance"]
@@ -77,8 +79,8 @@ def test_import_depth_folder_writes_onnx_and_manifest_with_sha256(tmp_path, caps
     assert provenance["parity_relative"] < 1e-3 and provenance["date"]
 
     listed = zoo.list_models(dest)
-    assert [(m.file, m.status) for m in listed] == [(zoo.DEPTH_ONNX, "ok")]
-    assert zoo.DEPTH_ONNX in capsys.readouterr().out
+    assert [(m.file, m.status) for m in listed] == [(DEPTH_MODEL_FILE, "ok")]
+    assert DEPTH_MODEL_FILE in capsys.readouterr().out
     with open(onnx_file, "ab") as fh:
         fh.write(b"\0")  # any change to the file shows up
     assert [m.status for m in zoo.list_models(dest, echo=False)] == ["modified"]
@@ -93,17 +95,17 @@ def test_import_yolo_checkpoint_and_depth_folder_together(tmp_path):
 
     installed = zoo.import_models(source, dest, imgsz=320)
 
-    assert sorted(m.file for m in installed) == sorted([zoo.YOLO_ONNX, zoo.DEPTH_ONNX])
+    assert sorted(m.file for m in installed) == sorted([YOLO_MODEL_FILE, DEPTH_MODEL_FILE])
     manifest = json.loads((dest / "manifest.json").read_text())
-    entry = manifest["models"][zoo.YOLO_ONNX]
-    assert entry["sha256"] == sha256(dest / zoo.YOLO_ONNX) and entry["kind"] == "segmenter"
+    entry = manifest["models"][YOLO_MODEL_FILE]
+    assert entry["sha256"] == sha256(dest / YOLO_MODEL_FILE) and entry["kind"] == "segmenter"
     provenance = entry["provenance"]
     assert provenance["origin"] == str(checkpoint.resolve())
     assert provenance["weights_sha256"] == sha256(checkpoint)
     assert provenance["export"]["imgsz"] == 320 and provenance["export"]["dynamic"] is True
     assert provenance["libraries"]["ultralytics"]
     assert max(provenance["parity_relative_max_abs_diff"].values()) < 1e-4
-    assert manifest["models"][zoo.DEPTH_ONNX]["sha256"] == sha256(dest / zoo.DEPTH_ONNX)
+    assert manifest["models"][DEPTH_MODEL_FILE]["sha256"] == sha256(dest / DEPTH_MODEL_FILE)
     assert sorted(os.listdir(source)) == ["Depth-Anything-V2-Small-hf", "yolov8n-seg.pt"]  # nothing written there
 
 
