@@ -14,6 +14,8 @@ _USER_ERRORS = {
     "gaitid.contract": "ContractError",
     "model.evaluation.errors": "EvaluationError",
     "model.zoo": "ModelZooError",
+    "model.opengait.source": "OpenGaitSourceError",
+    "model.opengait.zoo": "OpenGaitZooError",
     "service.pipeline.errors": "PipelineError",
     "service.rescore.errors": "RescoreError",
     "gallery.errors": "GalleryError",

@@ -1,5 +1,6 @@
-"""`gaitid models`: the person-segmentation and depth models (fetch, import, list; `model/zoo.py`)
-and upgrading an embedding model to the current contract (`model/export.py`)."""
+"""`gaitid models`: the person-segmentation and depth models (fetch, import, list; `model/zoo.py`),
+upgrading an embedding model to the current contract (`model/export.py`), and OpenGait's trained
+models (convert-opengait, fetch NAME; `model/opengait/`)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,22 @@ app = typer.Typer(help="Person-segmentation and depth models (YOLO-seg, Depth An
 
 @app.command("fetch")
 def models_fetch(
+    name: Annotated[str | None, typer.Argument(
+        help="an OpenGait zoo entry to download and convert (e.g. deepgaitv2-p3d-sustech1k); "
+             "default: the segmentation and depth models")] = None,
     dest: Annotated[Path | None, typer.Option(help="default: $GAITID_DATA_DIR/models")] = None,
 ):
-    """Download official YOLO-seg and Depth Anything V2 Small weights and export them to ONNX."""
-    from model.zoo import fetch_models
+    """Download official YOLO-seg and Depth Anything V2 Small weights and export them to ONNX, or
+    download and convert the OpenGait zoo entry NAME."""
+    from model.zoo import default_dest, fetch_models
 
     with reported_errors():
-        fetch_models(dest)
+        if name is None:
+            fetch_models(dest)
+            return
+        from model.opengait.zoo import fetch_opengait
+
+        typer.echo(f"installed {fetch_opengait(name, default_dest(dest))}")
 
 
 @app.command("import")
@@ -64,3 +74,27 @@ def models_upgrade(
         metadata = upgrade_v1(old, new)
     typer.echo(f"{new}: {metadata.architecture} {metadata.variant}, contract v{CONTRACT_VERSION}, "
                f"model id {model_id(new)}")
+
+
+@app.command("convert-opengait")
+def models_convert_opengait(
+    checkpoint: Annotated[Path, typer.Argument(help="an OpenGait checkpoint (.pt, {'model': state_dict, ...})")],
+    out: Annotated[Path, typer.Argument(help="where to write the embedding model (.onnx)")],
+    arch: Annotated[str, typer.Option("--arch", help="deepgaitv2-2d | deepgaitv2-p3d | deepgaitv2-3d | gaitbase")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="the OpenGait YAML it was trained with (records dataset and metric; checks the shapes)")] = None,
+):
+    """Convert an OpenGait DeepGaitV2 / GaitBase checkpoint into an embedding model the service runs."""
+    from gaitid.contract import model_id
+    from model.opengait.architectures import ARCHITECTURES
+    from model.opengait.convert import convert_opengait
+
+    with reported_errors(exit_code=2):
+        if arch not in ARCHITECTURES:
+            raise typer.BadParameter(f"{arch!r} is not one of {', '.join(ARCHITECTURES)}", param_hint="--arch")
+        if not checkpoint.is_file():
+            raise typer.BadParameter(f"{checkpoint} does not exist", param_hint="CHECKPOINT")
+        metadata = convert_opengait(checkpoint, out, arch, config)
+    typer.echo(f"{out}: {metadata.architecture} {metadata.variant} trained on {metadata.training_data}, "
+               f"embedding {metadata.embedding_channels}x{metadata.embedding_parts} ({metadata.embedding_feature}), "
+               f"model id {model_id(out)}")

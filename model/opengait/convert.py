@@ -90,12 +90,15 @@ def converted_metadata(net: OpenGaitNet, provenance: dict[str, Any], training_da
 
 
 def convert_opengait(checkpoint: str | Path, out_onnx: str | Path, arch: Architecture,
-                     config_yaml: str | Path | None = None) -> EmbeddingModelMetadata:
-    """Convert an OpenGait checkpoint into a served embedding model at `out_onnx`; returns its metadata."""
+                     config_yaml: str | Path | None = None, *, training_data: str = "",
+                     extra_provenance: dict[str, Any] | None = None) -> EmbeddingModelMetadata:
+    """Convert an OpenGait checkpoint into a served embedding model at `out_onnx`; returns its metadata.
+    training_data / extra_provenance: facts known from elsewhere (a zoo entry) when there is no YAML."""
     from model.export import export_module, git_commit  # onnx / onnxruntime only when exporting
 
-    net, provenance, training_data = load_opengait(checkpoint, arch, config_yaml)
-    metadata = converted_metadata(net, provenance, training_data, git_commit())
+    net, provenance, yaml_training_data = load_opengait(checkpoint, arch, config_yaml)
+    provenance.update(extra_provenance or {})
+    metadata = converted_metadata(net, provenance, yaml_training_data or training_data, git_commit())
     out_onnx = Path(out_onnx)
     diff = export_module(net, out_onnx, metadata)
     if diff > EXPORT_TOLERANCE:

@@ -125,6 +125,16 @@ def _stem_width(state: dict[str, torch.Tensor], key: str) -> int:
     return int(weight.shape[0])
 
 
+def detect_architecture(state: dict[str, torch.Tensor]) -> Architecture:
+    """Which of our architectures a checkpoint's keys belong to."""
+    if any(k.startswith("Backbone.forward_block.") for k in state):
+        return "gaitbase"
+    if any(k.startswith("layer0.forward_block.") for k in state):
+        return f"deepgaitv2-{_deepgaitv2_mode(state)}"
+    first = next(iter(state), "(empty)")
+    raise OpenGaitSourceError(f"not an OpenGait DeepGaitV2 or GaitBase checkpoint (first key {first!r})")
+
+
 def infer_config(architecture: Architecture, state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Config fields the weights' shapes determine, for `architecture`."""
     if architecture not in ARCHITECTURES:
@@ -235,9 +245,12 @@ def yaml_facts(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     }
 
 
-def read_source(checkpoint: str | Path, architecture: Architecture, config_yaml: str | Path | None = None) -> OpenGaitSource:
-    """The checkpoint's state and the config of the network it fits (shapes, checked against the YAML)."""
+def read_source(checkpoint: str | Path, architecture: Architecture | None,
+                config_yaml: str | Path | None = None) -> OpenGaitSource:
+    """The checkpoint's state and the config of the network it fits (shapes, checked against the YAML).
+    architecture None: the one the checkpoint's keys belong to."""
     state, provenance = load_checkpoint_state(checkpoint)
+    architecture = architecture or detect_architecture(state)
     inferred = infer_config(architecture, state)
     fields = dict(inferred)
     assumed: list[str] = []
