@@ -60,17 +60,17 @@ def models_list(
 
 @app.command("upgrade")
 def models_upgrade(
-    old: Annotated[Path, typer.Argument(help="an embedding model of an older contract (.onnx)")],
+    old: Annotated[Path, typer.Argument(help="an embedding model of an older contract (.onnx)", exists=True,
+                                        dir_okay=False)],
     new: Annotated[Path, typer.Argument(help="where to write the upgraded model (may be OLD itself)")],
 ):
-    """Upgrade an exported embedding model to the current contract (uint8 inputs scaled inside the
-    network); the weights are unchanged, so its embeddings are the same."""
+    """Upgrade an embedding model to the current contract; same weights, same embeddings.
+
+    The upgraded model takes the uint8 inputs and scales them inside the network."""
     from gaitid.contract import CONTRACT_VERSION, model_id
     from model.export import upgrade_v1
 
     with reported_errors(exit_code=2):
-        if not old.is_file():
-            raise typer.BadParameter(f"{old} does not exist", param_hint="OLD")
         metadata = upgrade_v1(old, new)
     typer.echo(f"{new}: {metadata.architecture} {metadata.variant}, contract v{CONTRACT_VERSION}, "
                f"model id {model_id(new)}")

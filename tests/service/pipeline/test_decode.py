@@ -9,7 +9,9 @@ import av
 import numpy as np
 import pytest
 
-from service.pipeline.decode import DecodeLimits, decode_video, even_sample, scaled_size
+from service.errors import status_of
+from service.pipeline.config import DecodeLimits
+from service.pipeline.decode import decode_video, even_sample, scaled_size
 from service.pipeline.errors import ClipTooLongError, InvalidVideoError, PipelineError
 
 ALL_FRAMES = DecodeLimits(max_frames=10_000, max_duration_s=3_600.0, max_side=4096)
@@ -183,7 +185,7 @@ def _assert_typed_failure(source) -> InvalidVideoError:
         decode_video(source)
     assert isinstance(info.value, PipelineError)
     assert info.value.message and "Traceback" not in info.value.message
-    assert info.value.http_status == 400 and info.value.to_dict()["error"] == "invalid_video"
+    assert status_of(info.value) == 415 and info.value.to_dict()["error"] == "invalid_video"
     return info.value
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from tests.conftest import REPO
 
 DOCKERFILES = {"cpu": REPO / "docker" / "Dockerfile.cpu", "gpu": REPO / "docker" / "Dockerfile.gpu"}
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -169,6 +169,14 @@ def test_cpu_image_has_no_torch_and_gpu_image_has_gpu_wheels():
     assert "--without onnxruntime faiss-cpu" in gpu_runs  # the CPU builds never go in beside them
     gpu_from = [args for word, args in instructions(DOCKERFILES["gpu"]) if word in ("FROM", "ARG")]
     assert any("nvidia/cuda:" in args and "cudnn-runtime" in args for args in gpu_from)
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_images_carry_the_service_and_its_cli_but_no_training_code(variant):
+    copied = {args.split()[0].rstrip("/") for word, args in instructions(DOCKERFILES[variant])
+              if word == "COPY" and not args.startswith("--from")}
+    assert {"service", "gallery", "gaitid"} <= copied
+    assert "model" not in copied  # the service imports no training code (tests/test_layers.py)
 
 
 def test_gpu_requirements_leave_out_cpu_builds():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.pipeline.track import TrackerConfig, associate, filter_tracks, track_people
+from service.pipeline.config import TrackerConfig
+from service.pipeline.track import associate, filter_tracks, track_people
 from service.pipeline.types import FrameDetections
 
 H, W = 240, 320

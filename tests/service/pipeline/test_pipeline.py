@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import replace
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 
+from gaitid.contract import EmbeddingModelMetadata, quantise_depth
 from model.dataset import load_sequence
-from model.prepare import compile_pattern, find_labelled_videos, prepare_dataset
-from service.pipeline import pipeline as pipeline_module
-from service.pipeline.decode import DecodeLimits, decode_video
+from service.errors import status_of
+from service.pipeline.config import DecodeLimits, PipelineConfig, PipelineSettings, TrackerConfig
+from service.pipeline.decode import decode_video
+from service.pipeline.embed import OnnxEmbedder
 from service.pipeline.errors import ModelNotFoundError, NoPersonError, TooFewFramesError
-from service.pipeline.pipeline import ClipPipeline, PipelineConfig, build_pipeline
+from service.pipeline.pipeline import ClipPipeline, build_pipeline
 from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter
-from service.pipeline.track import TrackerConfig
-from service.pipeline.types import Track
-from service.settings import Settings
+from tests.conftest import RecordingDepth, write_synthetic_walk
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -28,54 +26,18 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return np.count_nonzero((a > 0) & (b > 0)) / max(union, 1)
 
 
-# --- a synthetic walk (no data needed) ---------------------------------------------------------
-
-
-def write_synthetic_walk(path: Path, frames: int = 40, with_person: bool = True, appear_at: int = 0) -> Path:
-    """A static textured scene and a dark figure (head, body, striding legs) crossing it from
-    frame `appear_at` on."""
-    rng = np.random.default_rng(0)
-    scene = cv2.GaussianBlur(rng.integers(90, 200, (240, 320, 3), dtype=np.uint8), (9, 9), 0)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.bit_rate = 4_000_000
-        for t in range(frames):
-            image = scene.copy()
-            if with_person and t >= appear_at:
-                x = 30 + 6 * t
-                stride = int(18 * np.sin(t / 3))
-                cv2.circle(image, (x, 62), 12, (30, 30, 40), -1)
-                cv2.rectangle(image, (x - 14, 74), (x + 14, 140), (40, 35, 30), -1)
-                cv2.line(image, (x, 140), (x - stride, 200), (35, 30, 45), 9)
-                cv2.line(image, (x, 140), (x + stride, 200), (35, 30, 45), 9)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode(None))
-    return path
-
-
-class RecordingDepth:
-    """Stands in for DepthEstimator: disparity 0.5 on the mask, and counts its calls."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def track_disparity(self, frames: np.ndarray, track: Track) -> np.ndarray:
-        self.calls += 1
-        return np.where(track.masks, np.float32(0.5), np.float32(0.0))
-
-
 class FakeEmbedder:
-    """The GaitEmbedder surface the pipeline uses; the embedding is just the mean silhouette."""
+    """A SequenceEmbedder whose embedding is the mean silhouette (64 x 44); records the depth it saw."""
 
     def __init__(self, needs_depth: bool):
-        self.needs_depth = needs_depth
+        self.metadata = EmbeddingModelMetadata(variant="fake", inputs=["sils", "depths"] if needs_depth else ["sils"],
+                                               embedding_channels=64, embedding_parts=44)
         self.model_id = "fake-model"
         self.depth_seen: list[np.ndarray | None] = []
 
-    def embed(self, silhouettes: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
-        self.depth_seen.append(depth)
-        return silhouettes.astype(np.float32).mean(axis=0, keepdims=True)
+    def embed(self, sequences) -> np.ndarray:
+        self.depth_seen.extend(s.depths for s in sequences)
+        return np.stack([s.sils.astype(np.float32).mean(axis=0) for s in sequences])
 
 
 SMALL = PipelineConfig(tracker=TrackerConfig(min_track_frames=15, min_person_height=40))
@@ -133,10 +95,22 @@ def test_depth_embedder_gets_aligned_depth(synthetic_walk):
     result = ClipPipeline(SMALL, BackgroundSubtractionSegmenter(), depth, embedder).process(synthetic_walk)
     sequence = result.sequences[0]
     assert depth.calls == 1 and embedder.depth_seen[0] is sequence.depth
-    assert sequence.depth.shape == sequence.silhouettes.shape
-    np.testing.assert_allclose(sequence.depth[sequence.silhouettes > 0], 0.5, atol=1e-5)
+    assert sequence.depth.shape == sequence.silhouettes.shape and sequence.depth.dtype == np.uint8
+    assert np.all(sequence.depth[sequence.silhouettes > 0] == quantise_depth(np.float32(0.5)))  # the contract's 0..255
     assert not sequence.depth[sequence.silhouettes == 0].any()
     assert result.timings["depth"] > 0 and sequence.timings.keys() >= {"depth", "align", "embed"}
+
+
+@pytest.mark.parametrize("inputs", [("sils",), ("sils", "depths")])
+def test_a_contract_model_embeds_every_track(synthetic_walk, tiny_model_factory, inputs):
+    """The real OnnxEmbedder on the tiny contract model: uint8 silhouettes (and depth) in, (C, P) out."""
+    embedder = OnnxEmbedder(tiny_model_factory(inputs), providers="cpu")
+    depth = RecordingDepth()
+    result = ClipPipeline(SMALL, BackgroundSubtractionSegmenter(), depth, embedder).process(synthetic_walk)
+    (sequence,) = result.sequences
+    assert result.embeddings[sequence.track_id].shape == embedder.metadata.embedding_shape
+    assert result.model_id == embedder.model_id and depth.calls == (1 if "depths" in inputs else 0)
+    np.testing.assert_allclose(result.embeddings[sequence.track_id], embedder.embed([sequence.model_input()])[0])
 
 
 def test_depth_model_required_by_embedder():
@@ -148,7 +122,7 @@ def test_empty_scene_means_no_person(tmp_path):
     empty = write_synthetic_walk(tmp_path / "empty.mp4", with_person=False)
     with pytest.raises(NoPersonError) as info:
         ClipPipeline(SMALL, BackgroundSubtractionSegmenter()).process(empty)
-    assert info.value.http_status == 422
+    assert status_of(info.value) == 422
 
 
 def test_too_short_clip(tmp_path):
@@ -200,7 +174,7 @@ def test_background_subtraction_answers_in_frame_coordinates_at_any_size():
 
 
 def test_factory_falls_back_to_background_subtraction(tmp_path):
-    settings = Settings(data_dir=tmp_path, segmenter="auto")
+    settings = PipelineSettings(_env_file=None, data_dir=tmp_path, segmenter="auto")
     pipeline = build_pipeline(settings)
     assert isinstance(pipeline.segmenter, BackgroundSubtractionSegmenter)
     assert pipeline.depth_estimator is None
@@ -209,12 +183,15 @@ def test_factory_falls_back_to_background_subtraction(tmp_path):
 
 
 def test_factory_reports_missing_models(tmp_path):
+    def settings(segmenter: str) -> PipelineSettings:
+        return PipelineSettings(_env_file=None, data_dir=tmp_path, segmenter=segmenter)
+
     with pytest.raises(ModelNotFoundError, match="yolov8n-seg.onnx"):
-        build_pipeline(Settings(data_dir=tmp_path, segmenter="yolo"))
+        build_pipeline(settings("yolo"))
     with pytest.raises(ModelNotFoundError, match="depth"):
-        build_pipeline(Settings(data_dir=tmp_path, segmenter="bgsub"), with_depth=True)
+        build_pipeline(settings("bgsub"), with_depth=True)
     with pytest.raises(ModelNotFoundError):
-        build_pipeline(Settings(data_dir=tmp_path, segmenter="bgsub"), FakeEmbedder(needs_depth=True))
+        build_pipeline(settings("bgsub"), FakeEmbedder(needs_depth=True))
 
 
 # --- real footage ----------------------------------------------------------------------------
@@ -286,57 +263,3 @@ def test_street_scene_gives_several_tracks(videos_dir):
     for sequence in result.sequences:
         assert len(sequence.silhouettes) >= 15 and sequence.silhouettes.shape[1:] == (64, 44)
         assert np.all(np.diff(sequence.frame_indices) > 0) and sequence.frame_indices[-1] < 100
-
-
-# --- dataset preparation ---------------------------------------------------------------------
-
-
-def test_pattern_needs_the_three_groups():
-    with pytest.raises(ValueError, match="view"):
-        compile_pattern(r"(?P<subject>\d+)-(?P<condition>\w+)")
-
-
-def test_labels_from_casia_names_and_custom_patterns(tmp_path):
-    for name in ["001-bkgrd-090.avi", "002-nm-01-090.avi", "017-cl-02-162.mp4", "notes.txt"]:
-        (tmp_path / name).write_bytes(b"")
-    (tmp_path / "p07" / "walk-a").mkdir(parents=True)
-    (tmp_path / "p07" / "walk-a" / "front.mov").write_bytes(b"")
-    labelled, unlabelled = find_labelled_videos(tmp_path, compile_pattern(None))
-    assert [v.key for v in labelled] == ["002/nm-01/090", "017/cl-02/162"]
-    assert {p.name for p in unlabelled} == {"001-bkgrd-090.avi", "front.mov"}
-    custom = compile_pattern(r"(?P<subject>[^/]+)/(?P<condition>[^/]+)/(?P<view>[^/.]+)\.mov$")
-    labelled, _ = find_labelled_videos(tmp_path, custom)
-    assert [v.key for v in labelled] == ["p07/walk-a/front"]
-
-
-def test_prepare_writes_parallel_trees_and_resumes(tmp_path, monkeypatch):
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    write_synthetic_walk(videos / "101-nm-01-090.mp4")
-    write_synthetic_walk(videos / "101-nm-02-090.mp4", frames=8)  # too short: reported, not fatal
-    # Depth Anything is not installed in tests: a stand-in with the DepthEstimator interface.
-    monkeypatch.setattr(pipeline_module, "make_depth_estimator", lambda settings: RecordingDepth())
-    settings = Settings(data_dir=tmp_path / "gaitid", min_track_frames=15)
-    out = tmp_path / "out"
-    report = prepare_dataset(videos, out, segmenter="bgsub", settings=settings)
-    assert report.written == ["101/nm-01/090"] and list(report.failed) == ["101/nm-02/090"]
-    with open(out / "sil" / "101" / "nm-01" / "090" / "090.pkl", "rb") as fh:
-        sils = pickle.load(fh)
-    depth = load_sequence(out / "depth" / "101" / "nm-01" / "090")
-    assert sils.shape[1:] == (64, 64) and sils.dtype == np.uint8 and len(sils) >= 30
-    assert depth.shape == sils.shape and depth.dtype == np.uint8
-    assert np.all(depth[sils > 0] == 128) and not depth[sils == 0].any()  # 0.5 * 255, rounded
-
-    again = prepare_dataset(videos, out, segmenter="bgsub", settings=settings)
-    assert again.skipped == ["101/nm-01/090"] and again.written == []
-
-
-@pytest.mark.data
-def test_prepare_casia_clips_with_background(videos_dir, tmp_path):
-    root = videos_dir / "casia-b"
-    report = prepare_dataset(root, tmp_path, pattern=r"(?P<subject>003)-(?P<condition>nm-\d\d)-(?P<view>\d{3})",
-                             segmenter="bgsub", background=root / "001-bkgrd-090.avi", with_depth=False,
-                             settings=Settings(data_dir=tmp_path / "gaitid"))
-    assert report.written == ["003/nm-01/090"]
-    assert not (tmp_path / "depth").exists()
-    assert load_sequence(tmp_path / "sil" / "003" / "nm-01" / "090").shape[1:] == (64, 64)
