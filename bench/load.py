@@ -10,7 +10,7 @@ requests (bounded: the whole default run is ~100 requests), and stops the server
     python bench/load.py --clips 002 003 004              # mixed clips (unequal sequence lengths)
     python bench/load.py --model models/x.onnx --levels 1 4 --requests-per-client 3
 
-Embedding model: --model, else the shipped one (settings.SHIPPED_EMBEDDING_MODEL), else a randomly
+Embedding model: --model, else the shipped one (service.pipeline.config.SHIPPED_EMBEDDING_MODEL), else a randomly
 initialised DeepGaitV2 of the CPU config exported to bench/out/ (needs the `train` extra). A random
 model is fine for timing: the network's cost does not depend on its weights.
 
@@ -65,7 +65,7 @@ class LevelResult:
 def embedding_model(requested: Path | None) -> tuple[Path, str]:
     if requested is not None:
         return requested, f"{requested.name} (given)"
-    from service.settings import SHIPPED_EMBEDDING_MODEL
+    from service.pipeline.config import SHIPPED_EMBEDDING_MODEL
 
     if SHIPPED_EMBEDDING_MODEL.exists():
         return SHIPPED_EMBEDDING_MODEL, f"{SHIPPED_EMBEDDING_MODEL.name} (shipped)"
@@ -81,17 +81,14 @@ def export_random_model(path: Path) -> None:
 
         from model.config import load_config
         from model.depthgait import build_model
+        from model.embedder import network_metadata
         from model.export import export_module
     except ImportError as error:
         sys.exit(f"no embedding model: pass --model, or install the train extra to export one ({error})")
-    from service.pipeline.embed import EmbeddingModelMetadata
 
     torch.manual_seed(0)
     cfg = load_config(REPO / "model" / "configs" / "deepgaitv2_sil_casiab_cpu.yaml")
-    metadata = EmbeddingModelMetadata(
-        variant=cfg.model.variant, inputs=cfg.model.modalities, embedding_channels=cfg.model.embedding_dim,
-        embedding_parts=cfg.model.parts, training_data="none: random initialisation, for benchmarks only",
-    )
+    metadata = network_metadata(cfg.model, training_data="none: random initialisation, for benchmarks only")
     export_module(build_model(cfg.model), path, metadata)
 
 

@@ -28,11 +28,11 @@ import cv2
 import numpy as np
 
 from service.pipeline.align import align_sequence
-from service.pipeline.decode import DecodeLimits, decode_video
+from service.pipeline.config import DecodeLimits, PipelineConfig, PipelineSettings
+from service.pipeline.decode import decode_video
 from service.pipeline.errors import ModelNotFoundError, PipelineError
 from service.pipeline.pipeline import (
     ClipPipeline,
-    PipelineConfig,
     effective_fps,
     make_depth_estimator,
     make_segmenter,
@@ -40,9 +40,8 @@ from service.pipeline.pipeline import (
     touches_border,
 )
 from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter
-from service.pipeline.track import TrackerConfig, track_people
+from service.pipeline.track import track_people
 from service.pipeline.types import Clip, FrameDetections, Track
-from service.settings import Settings
 
 # One thread: OpenCV here, FFmpeg via decode_video(threads=1), ONNX Runtime via settings.threads=1.
 cv2.setNumThreads(1)
@@ -63,7 +62,7 @@ class BenchState:
 
     name: str
     path: Path
-    settings: Settings
+    settings: PipelineSettings
     limits: DecodeLimits
     background: np.ndarray | None = None
     primary: str = "bgsub"  # the segmenter whose detections the track stage uses
@@ -119,7 +118,7 @@ def _yolo_segmenter(state: BenchState):
 
 
 def _yolo_missing(state: BenchState) -> str | None:
-    path = state.settings.model_path(state.settings.yolo_model)
+    path = state.settings.yolo_path
     return None if path.exists() else f"no YOLO-seg model at {path}"
 
 
@@ -131,7 +130,7 @@ def stage_segment_yolo(state: BenchState) -> int:
 
 
 def stage_track(state: BenchState) -> int:
-    config = TrackerConfig.from_settings(state.settings)
+    config = state.settings.tracker_config()
     detections = state.detections[state.primary]
     tracks = track_people(detections, state.clip.frame_indices, effective_fps(state.clip), config)
     # As the pipeline does: frames cut by the image border never reach depth or alignment.
@@ -140,7 +139,7 @@ def stage_track(state: BenchState) -> int:
 
 
 def _depth_missing(state: BenchState) -> str | None:
-    path = state.settings.model_path(state.settings.depth_model)
+    path = state.settings.depth_path
     if not path.exists():
         return f"no depth model at {path}"
     return None if state.tracks else "no track to estimate depth for"
@@ -169,7 +168,7 @@ def _whole_path(segmenter_choice: str) -> Callable[[BenchState], int]:
     def run(state: BenchState) -> int:
         settings = state.settings.model_copy(update={"segmenter": segmenter_choice})
         pipeline = _cached(state, f"pipeline-{segmenter_choice}", lambda s: ClipPipeline(
-            PipelineConfig(decode=s.limits, tracker=TrackerConfig.from_settings(settings)),
+            PipelineConfig(decode=s.limits, tracker=settings.tracker_config()),
             make_segmenter(settings, background=s.background),
         ))
         return pipeline.process(state.path).frame_count
@@ -209,7 +208,7 @@ def _cached(state: BenchState, key: str, make: Callable[[BenchState], object]):
 
 def run_benchmark(
     clips: dict[str, tuple[Path, Path | None]],
-    settings: Settings,
+    settings: PipelineSettings,
     limits: DecodeLimits,
     segmenter: str = "bgsub",
     repeat: int = 3,
@@ -227,9 +226,9 @@ def run_benchmark(
     return timings
 
 
-def _primary_segmenter(choice: str, settings: Settings) -> str:
+def _primary_segmenter(choice: str, settings: PipelineSettings) -> str:
     if choice == "auto":
-        return "yolo" if settings.model_path(settings.yolo_model).exists() else "bgsub"
+        return "yolo" if settings.yolo_path.exists() else "bgsub"
     return choice
 
 
@@ -291,7 +290,7 @@ def main() -> None:
     update = {"threads": 1, "providers": "cpu"}
     if args.data_dir is not None:
         update["data_dir"] = args.data_dir
-    settings = Settings().model_copy(update=update)
+    settings = PipelineSettings().model_copy(update=update)
     clips = {}
     for name in args.clips:
         if name in NAMED_CLIPS:

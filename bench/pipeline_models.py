@@ -36,7 +36,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import cv2
 import numpy as np
 
-from service.pipeline.decode import DecodeLimits, decode_video
+from service.pipeline.config import DecodeLimits
+from service.pipeline.decode import decode_video
 from service.pipeline.depth import DepthEstimator
 from service.pipeline.segment_yolo import YoloSegmenter
 from service.pipeline.types import Track

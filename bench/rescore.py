@@ -33,8 +33,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2  # after the thread settings above
 
 from gallery import Gallery, SequenceInput
+from service.pipeline.config import SHIPPED_EMBEDDING_MODEL, PipelineSettings
 from service.rescore import ExtractorSpec, LocalRunner, RayRunner, RescoreOptions, run_rescore
-from service.settings import SHIPPED_EMBEDDING_MODEL, Settings
 
 cv2.setNumThreads(1)
 
@@ -82,20 +82,20 @@ def tiny_model(path: Path) -> Path:
 
     from model.config import ModelConfig
     from model.depthgait import build_model
+    from model.embedder import network_metadata
     from model.export import export_module
-    from service.pipeline.embed import EmbeddingModelMetadata
 
     torch.manual_seed(0)
-    net = build_model(ModelConfig(width=8, layers=[1, 1, 1, 1]))
-    export_module(net, path, EmbeddingModelMetadata(variant="silhouette", inputs=["sils"], training_data="random"))
+    config = ModelConfig(width=8, layers=[1, 1, 1, 1])
+    export_module(build_model(config), path, network_metadata(config, training_data="random"))
     return path
 
 
 def enroll_one(gallery: Gallery, spec: ExtractorSpec) -> None:
     extractor = spec.build()
     (sequence,) = extractor.pipeline.process(CASIA / "002-nm-01-090.avi").sequences
-    gallery.enroll("002", [SequenceInput.from_aligned(sequence, extractor.embedder.embed(sequence.silhouettes))],
-                   model_id=extractor.model_id)
+    (embedding,) = extractor.embedder.embed([sequence.model_input()])
+    gallery.enroll("002", [SequenceInput.from_aligned(sequence, embedding)], model_id=extractor.model_id)
 
 
 def run_once(name: str, archive: Path, work: Path, runner, gallery: Gallery) -> Row:
@@ -125,9 +125,9 @@ def main() -> None:
         model = args.model or (SHIPPED_EMBEDDING_MODEL if SHIPPED_EMBEDDING_MODEL.exists() else None)
         model_note = str(model) if model else "tiny random DeepGaitV2 (width 8, layers 1-1-1-1)"
         model = model or tiny_model(work / "tiny.onnx")
-        settings = Settings(data_dir=work / "gaitid", segmenter="bgsub", embedding_model=model, providers="cpu",
-                            threads=1)
-        spec = ExtractorSpec(settings, background=BACKGROUND)
+        settings = PipelineSettings(data_dir=work / "gaitid", segmenter="bgsub", embedding_model=model, providers="cpu",
+                                    threads=1, background_clip=BACKGROUND)
+        spec = ExtractorSpec(settings)
         rows: list[Row] = []
         extra: dict[str, float] = {}
         with Gallery(work / "gallery") as gallery:

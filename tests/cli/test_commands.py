@@ -24,6 +24,7 @@ COMMANDS = {
     ("models", "import"): ["--dest"],
     ("models", "list"): ["--dest"],
     ("models", "upgrade"): [],
+    ("models", "convert-opengait"): ["--arch", "--config"],
 }
 
 
