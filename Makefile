@@ -49,4 +49,5 @@ test: setup-dev data
 	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q
 
 lint: setup-dev
-	$(VENV)/bin/ruff check service model gallery tests bench
+	$(VENV)/bin/ruff check gaitid service model gallery tests bench
+	$(VENV)/bin/lint-imports

@@ -17,8 +17,9 @@ from gallery import Gallery
 from service.auth import API_KEY_HEADER, authenticate
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
+from service.pipeline.pipeline import ClipProcessor
 from service.settings import Settings
-from service.state import ClipProcessor, ServiceState
+from service.state import ServiceState
 
 
 def get_state(request: Request) -> ServiceState:

@@ -4,22 +4,14 @@ pipeline, the gallery, and the readiness checks that say what could not be loade
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
 from gallery import Gallery
 from service.metrics import ServiceMetrics
-from service.pipeline.pipeline import ClipResult
+from service.pipeline.pipeline import ClipProcessor
 from service.settings import Settings
-
-
-class ClipProcessor(Protocol):
-    """What the routes need of `service.pipeline.pipeline.ClipPipeline`: a video (path, bytes or
-    binary file) -> ClipResult (aligned sequences, their embeddings, per-stage timings), or a typed
-    PipelineError. Tests put a fake in its place."""
-
-    def process(self, source: Any) -> ClipResult: ...
 
 
 @dataclass

@@ -43,6 +43,13 @@ class DepthModel(Protocol):
     def track_disparity(self, frames: np.ndarray, track: Track) -> np.ndarray: ...
 
 
+class ClipProcessor(Protocol):
+    """What users of a `ClipPipeline` rely on (the routes, re-scoring), so tests can put a fake in its
+    place: a video (path, bytes or binary file) -> ClipResult, or a typed PipelineError."""
+
+    def process(self, source: VideoSource) -> ClipResult: ...
+
+
 @dataclass
 class ClipResult:
     """Everything the service needs from one clip."""

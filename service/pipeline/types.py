@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gaitid.contract import ALIGNED_HEIGHT, ALIGNED_WIDTH, ModelInput
-
-__all__ = ["ALIGNED_HEIGHT", "ALIGNED_WIDTH", "AlignedSequence", "Clip", "FrameDetections", "Track"]
+from gaitid.contract import ModelInput
 
 
 @dataclass

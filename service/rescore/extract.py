@@ -21,7 +21,7 @@ import time
 from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -29,7 +29,7 @@ import numpy as np
 from gaitid.contract import SequenceEmbedder, file_sha256, model_id
 from service.pipeline.config import PipelineSettings, require_model
 from service.pipeline.errors import PipelineError
-from service.pipeline.pipeline import ClipResult, build_pipeline
+from service.pipeline.pipeline import ClipProcessor, ClipResult, build_pipeline
 from service.pipeline.types import AlignedSequence
 from service.rescore.archive import FileStat
 from service.rescore.errors import OptionError
@@ -38,12 +38,6 @@ log = logging.getLogger("gaitid.rescore")
 
 STRIP_FRAMES = 8  # aligned frames shown per track in the report
 FileStatus = Literal["done", "failed", "skipped"]
-
-
-class ClipExtractor(Protocol):
-    """What the re-scorer needs of the clip pipeline (a `ClipPipeline` built without an embedder)."""
-
-    def process(self, source: str | Path) -> ClipResult: ...
 
 
 @dataclass(frozen=True)
@@ -114,9 +108,10 @@ class ContentClaims:
 
 
 class Extractor:
-    """A clip pipeline (without embedder) plus the embedder; safe to share between threads."""
+    """A clip pipeline (built without an embedder: it stops at aligned sequences) plus the embedder;
+    safe to share between threads."""
 
-    def __init__(self, pipeline: ClipExtractor, embedder: SequenceEmbedder, strip_frames: int = STRIP_FRAMES):
+    def __init__(self, pipeline: ClipProcessor, embedder: SequenceEmbedder, strip_frames: int = STRIP_FRAMES):
         self.pipeline = pipeline
         self.embedder = embedder
         self.strip_frames = strip_frames

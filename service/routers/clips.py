@@ -11,9 +11,8 @@ from fastapi import UploadFile
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.middleware import MB
-from service.pipeline.pipeline import ClipResult
+from service.pipeline.pipeline import ClipProcessor, ClipResult
 from service.settings import HttpSettings
-from service.state import ClipProcessor
 
 
 def check_upload(video: UploadFile, settings: HttpSettings) -> None:
