@@ -86,6 +86,11 @@ class OpenGaitModelConfig(ModelConfig):
         return "Baseline" if self.architecture == "gaitbase" else "DeepGaitV2"
 
     @property
+    def family(self) -> str:
+        """The architecture's name in our metadata (gaitid.contract: DepthGait | DeepGaitV2 | GaitBase)."""
+        return "GaitBase" if self.architecture == "gaitbase" else "DeepGaitV2"
+
+    @property
     def mode(self) -> str:
         """DeepGaitV2's Backbone.mode, or 'resnet9' for GaitBase (our metadata's `variant`)."""
         return "resnet9" if self.architecture == "gaitbase" else self.block

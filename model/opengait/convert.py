@@ -19,8 +19,9 @@ from model.opengait.source import OpenGaitSourceError, read_source
 
 # How many unmapped / missing keys an error lists (all are counted).
 _KEYS_SHOWN = 5
-# Largest ONNX-vs-torch difference accepted when exporting (float32 throughout).
-EXPORT_TOLERANCE = 1e-4
+# Largest ONNX-vs-torch difference accepted when exporting: the bar `gaitid export` sets for our own
+# models (float32 throughout; measured differences are ~1e-7, see the parity note).
+EXPORT_TOLERANCE = 1e-3
 
 
 def map_state(cfg: OpenGaitModelConfig, opengait_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -77,7 +78,7 @@ def converted_metadata(net: OpenGaitNet, provenance: dict[str, Any], training_da
                        git_commit: str = "") -> EmbeddingModelMetadata:
     cfg = net.cfg
     return EmbeddingModelMetadata(
-        architecture=cfg.source_model if cfg.source_model == "DeepGaitV2" else "GaitBase",
+        architecture=cfg.family,
         variant=cfg.mode,
         inputs=cfg.modalities,
         embedding_channels=cfg.embedding_dim,

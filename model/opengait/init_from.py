@@ -45,12 +45,14 @@ def source_state(source: str | Path, config_yaml: str | Path | None = None) -> d
     checkpoint or one of our training checkpoints of a single-modality silhouette network."""
     path = Path(source)
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and "config" in raw and "model" in raw:  # model.checkpoint's layout
-        model_cfg = raw["config"].get("model", {})
-        if model_cfg.get("variant", "silhouette") != "silhouette":
-            raise OpenGaitSourceError(f"{path} is a {model_cfg['variant']} DepthGait; --init-from takes a "
+    if isinstance(raw, dict) and "config" in raw:  # one of ours (model.checkpoint), not OpenGait's
+        from model.checkpoint import load_model
+
+        net, cfg = load_model(path, "cpu")
+        if cfg.model.variant != "silhouette":
+            raise OpenGaitSourceError(f"{path} is a {cfg.model.variant} DepthGait; --init-from takes a "
                                       f"single-encoder silhouette network (DeepGaitV2)")
-        return dict(raw["model"])
+        return net.state_dict()
     opengait = read_source(path, None, config_yaml)
     cfg = opengait.config
     if cfg.stem_maxpool or cfg.strides != DEFAULT_STRIDES:

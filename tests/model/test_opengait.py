@@ -21,7 +21,7 @@ from model.opengait.architectures import ARCHITECTURES, OpenGaitModelConfig, Ope
 from model.opengait.convert import build_converted, convert_opengait, map_state
 from model.opengait.init_from import init_from
 from model.opengait.source import OpenGaitSourceError, detect_architecture, read_source
-from tests.model.conftest import contract_inputs
+from tests.model.conftest import contract_inputs, write_checkpoint
 
 RECORDED = json.loads((Path(__file__).parent / "test_opengait_recorded_keys.json").read_text())
 # What OpenGait's released CASIA-B configs build (configs/deepgaitv2/DeepGaitV2_casiab.yaml,
@@ -312,6 +312,18 @@ def test_init_from_refuses_a_different_encoder_naming_the_weight(tmp_path):
                                          embedding_dim=32))
     with pytest.raises(OpenGaitSourceError, match=r"stages\.1\.1\..*layers \[1, 1, 1, 1\]"):
         init_from(fewer_layers, ckpt)
+
+
+def test_init_from_takes_our_own_silhouette_checkpoint(tmp_path):
+    path, trained = write_checkpoint(tmp_path / "sil.pt", "silhouette")
+    net = DepthGait(trained.cfg.model_copy(update={"variant": "attention"}))
+    report = init_from(net, path)
+    assert report.encoders == ["sils", "depths"] and "separate FCs" in report.head
+    assert torch.equal(net.state_dict()["encoders.depths.stem.module.0.weight"],
+                       trained.state_dict()["encoders.sils.stem.module.0.weight"])
+    fused, _ = write_checkpoint(tmp_path / "mcf.pt", "mcf")
+    with pytest.raises(OpenGaitSourceError, match="mcf DepthGait"):
+        init_from(net, fused)
 
 
 # -- zoo and command line ------------------------------------------------------------------------------------
