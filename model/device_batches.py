@@ -60,11 +60,17 @@ def window_indices(lengths: torch.Tensor, frames: int, uniform: torch.Tensor) ->
     return torch.where(length >= frames, long_window, looped)
 
 
+def _matrices(*entries: torch.Tensor) -> torch.Tensor:
+    """Nine (N,) tensors, row-major -> (N, 3, 3). Built by stacking: writing Python numbers into a
+    device tensor would make host tensors first."""
+    return torch.stack(entries, -1).reshape(-1, 3, 3)
+
+
 def flip_matrices(n: int, width: int, device: torch.device, dtype=torch.float64) -> torch.Tensor:
     """x -> (width - 1) - x, as model.training_data's flip."""
-    m = torch.eye(3, dtype=dtype, device=device).repeat(n, 1, 1)
-    m[:, 0, 0], m[:, 0, 2] = -1.0, width - 1.0
-    return m
+    one = torch.ones(n, dtype=dtype, device=device)
+    zero = torch.zeros_like(one)
+    return _matrices(-one, zero, one * (width - 1), zero, one, zero, zero, zero, one)
 
 
 def rotation_matrices(degrees: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -72,11 +78,10 @@ def rotation_matrices(degrees: torch.Tensor, height: int, width: int) -> torch.T
     a = torch.deg2rad(degrees)
     cos, sin = torch.cos(a), torch.sin(a)
     cx, cy = width / 2, height / 2
-    m = torch.zeros(len(degrees), 3, 3, dtype=degrees.dtype, device=degrees.device)
-    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = cos, sin, (1 - cos) * cx - sin * cy
-    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = -sin, cos, sin * cx + (1 - cos) * cy
-    m[:, 2, 2] = 1.0
-    return m
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    return _matrices(cos, sin, (1 - cos) * cx - sin * cy,
+                     -sin, cos, sin * cx + (1 - cos) * cy,
+                     zero, zero, one)
 
 
 def tilt_matrices(dx: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -85,11 +90,11 @@ def tilt_matrices(dx: torch.Tensor, height: int, width: int) -> torch.Tensor:
     solved per sequence as the usual 8x8 system with h33 = 1."""
     n = len(dx)
     w1, h1 = width - 1.0, height - 1.0
-    zeros = torch.zeros_like(dx)
-    src = torch.tensor([[0, 0], [w1, 0], [w1, h1], [0, h1]], dtype=dx.dtype, device=dx.device).expand(n, 4, 2)
-    dst = torch.stack([torch.stack([dx, zeros], -1), torch.stack([w1 - dx, zeros], -1),
-                       torch.stack([zeros + w1, zeros + h1], -1), torch.stack([zeros, zeros + h1], -1)], 1)
-    x, y, u, v = src[..., 0], src[..., 1], dst[..., 0], dst[..., 1]
+    zero = torch.zeros_like(dx)  # corners built from device tensors: a host tensor would be a copy + sync
+    x = torch.stack([zero, zero + w1, zero + w1, zero], 1)  # source corners, clockwise from top-left
+    y = torch.stack([zero, zero, zero + h1, zero + h1], 1)
+    u = torch.stack([dx, w1 - dx, zero + w1, zero], 1)  # where they go
+    v = y
     one, nil = torch.ones_like(x), torch.zeros_like(x)
     rows_u = torch.stack([x, y, one, nil, nil, nil, -u * x, -u * y], -1)
     rows_v = torch.stack([nil, nil, nil, x, y, one, -v * x, -v * y], -1)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from model.config import AugmentConfig, DataConfig
 from model.device_batches import (
@@ -212,3 +213,36 @@ def test_rejects_too_few_subjects_and_odd_labels():
 def test_sil_only_bank_has_no_depths():
     batch = next(DeviceBatches(numbered_bank(), data_config(), "cpu"))
     assert set(batch) == {"sils", "labels"}
+
+
+class _HostRoundTrips(TorchDispatchMode):
+    """Records the ops that make a CUDA stream wait for the host or the host for the device:
+    .item()/float() (_local_scalar_dense), tensors from host data (lift_fresh: torch.tensor(list)),
+    data-dependent shapes (nonzero, masked_select, boolean indexing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        boolean_index = name == "index" and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else []))
+        if name in ("_local_scalar_dense", "lift_fresh", "nonzero", "masked_select") or boolean_index:
+            self.found.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_batch_makes_no_host_round_trip():
+    """On CPU the ops are recorded that would sync on a GPU (the GPU script also checks with CUDA's
+    sync debug mode)."""
+    augment = AugmentConfig(horizontal_flip=0.5, perspective=0.5, rotate=0.5, erase=0.5)
+    batches = DeviceBatches(numbered_bank(depths=True), data_config(augment=augment), "cpu", seed=11)
+    with _HostRoundTrips() as probe:
+        batches.batch()
+    assert probe.found == []
+    with _HostRoundTrips() as probe:  # the probe itself sees them
+        x = torch.rand(4)
+        x[x > 0.5].sum().item()
+        torch.tensor([1.0])
+    assert set(probe.found) == {"index", "_local_scalar_dense", "lift_fresh"}
