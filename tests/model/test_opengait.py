@@ -346,6 +346,11 @@ def test_zoo_fetch_offline_says_what_to_download_and_how_to_convert(tmp_path, mo
     with pytest.raises(zoo.OpenGaitZooError, match="deepgaitv2-p3d-sustech1k"):
         zoo.fetch_opengait("gaitset-casiab", tmp_path)
 
+    from gaitid.cli import app
+
+    result = CliRunner().invoke(app, ["models", "fetch", "deepgaitv2-p3d-sustech1k", "--dest", str(tmp_path)])
+    assert result.exit_code == 1 and "convert-opengait" in result.output and "Traceback" not in result.output
+
 
 def test_zoo_fetch_downloads_the_documented_file_and_converts_it(tmp_path, monkeypatch):
     import huggingface_hub
