@@ -1,6 +1,6 @@
 """Training and inference throughput of the gait network (frames/s), torch vs ONNX Runtime.
 
-    python bench/model_throughput.py [--widths 8 64] [--threads 1] [--device cpu|cuda]
+    python bench/model_throughput.py [--widths 8 64] [--layers 1 1 1 1] [--threads 1] [--device cpu|cuda]
 
 Random weights (speed does not depend on them). On CPU report ratios measured in one run; absolute
 figures are only comparable on the same machine under the same load.
@@ -13,14 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from gaitid.contract import INPUT_MAX, ModelInput
 from model.config import LossConfig, ModelConfig
 from model.depthgait import build_model
 from model.export import export_module
 from model.losses import GaitLoss
-from service.pipeline.embed import EmbeddingModelMetadata, GaitEmbedder
+from service.pipeline.embed import OnnxEmbedder
 
 
 def timed(fn, repeats: int) -> float:
@@ -36,8 +36,9 @@ def train_fps(cfg: ModelConfig, device: torch.device, batch: tuple[int, int, int
     model = build_model(cfg).to(device).train()
     criterion = GaitLoss(LossConfig())
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    sils = torch.rand(p * k, frames, 64, 44, device=device)
-    depths = torch.rand(p * k, frames, 64, 44, device=device)
+    # uint8 like the training batches (the network scales them)
+    sils = torch.randint(0, INPUT_MAX + 1, (p * k, frames, 64, 44), dtype=torch.uint8, device=device)
+    depths = torch.randint(0, INPUT_MAX + 1, (p * k, frames, 64, 44), dtype=torch.uint8, device=device)
     labels = torch.arange(p, device=device).repeat_interleave(k)
     amp = device.type == "cuda"
 
@@ -55,23 +56,24 @@ def train_fps(cfg: ModelConfig, device: torch.device, batch: tuple[int, int, int
 
 def inference_fps(cfg: ModelConfig, frames: int, repeats: int, threads: int) -> tuple[float, float]:
     model = build_model(cfg).eval()
-    sils = (torch.rand(1, frames, 64, 44) > 0.5).float()
-    depths = torch.rand(1, frames, 64, 44)
+    sils = (torch.rand(1, frames, 64, 44) > 0.5).to(torch.uint8) * INPUT_MAX
+    depths = torch.randint(0, INPUT_MAX + 1, (1, frames, 64, 44), dtype=torch.uint8)
     with torch.inference_mode():
         torch_s = timed(lambda: model(sils=sils, depths=depths), repeats)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
-        export_module(model, path, EmbeddingModelMetadata(variant=cfg.variant, inputs=cfg.modalities))
-        embedder = GaitEmbedder(path, providers="cpu", threads=threads)
-        sil_u8 = (sils[0].numpy() * 255).astype(np.uint8)
-        depth_np = depths[0].numpy()
-        ort_s = timed(lambda: embedder.embed(sil_u8, depth_np if embedder.needs_depth else None), repeats)
+        export_module(model, path)
+        embedder = OnnxEmbedder(path, providers="cpu", threads=threads)
+        sequence = [ModelInput(sils=sils[0].numpy(), depths=depths[0].numpy() if embedder.metadata.needs_depth else None)]
+        ort_s = timed(lambda: embedder.embed(sequence), repeats)
     return frames / torch_s, frames / ort_s
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--layers", type=int, nargs=4, default=[1, 1, 1, 1],
+                        help="blocks per stage (model/configs: [1, 1, 1, 1], OpenGait's CASIA-B DeepGaitV2)")
     parser.add_argument("--variants", nargs="+", default=["silhouette", "mcf"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -86,7 +88,7 @@ def main() -> None:
     print("| variant | width | layers | train frames/s | torch infer frames/s | ORT infer frames/s | ORT/torch |")
     print("|---|---|---|---|---|---|---|")
     for width in args.widths:
-        layers = [1, 1, 1, 1] if width <= 16 else [1, 4, 4, 1]
+        layers = args.layers
         for variant in args.variants:
             cfg = ModelConfig(variant=variant, width=width, layers=layers, num_classes=68)
             tr = train_fps(cfg, device, batch, args.repeats)

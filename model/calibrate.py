@@ -14,13 +14,14 @@ import numpy as np
 
 from gallery.calibration import CalibrationReport, calibrate
 from model.dataset import list_sequences, parse_subject_range
-from model.evaluation.embedding import embed_dataset
+from gaitid.contract import SequenceEmbedder
+from model.evaluation.embedding import embed_dataset, open_embedder
 
 CASIA_B_GALLERY = ("nm-01", "nm-02", "nm-03", "nm-04")
 
 
 def calibrate_on_dataset(
-    model: str | Path,
+    model: str | Path | SequenceEmbedder,
     dataset_root: str | Path,
     subjects: str | None = None,
     enrolled_fraction: float = 0.5,
@@ -29,15 +30,19 @@ def calibrate_on_dataset(
     depth_root: str | Path | None = None,
     save_embeddings: str | Path | None = None,
 ) -> CalibrationReport:
+    """FAR/FRR of `model` (an .onnx, a checkpoint or an embedder) on a labelled tree, scored with the
+    similarity the model declares; the first `enrolled_fraction` of subjects are enrolled."""
     sequences = list_sequences(dataset_root, parse_subject_range(subjects))
     if not sequences:
         raise ValueError(f"no sequences under {dataset_root} for subjects {subjects or 'all'}")
     names = sorted({s.subject for s in sequences})
     enrolled = set(names[: max(1, round(len(names) * enrolled_fraction))])
-    embedded = embed_dataset(model, sequences, depth_root=depth_root)
+    embedder = open_embedder(model)
+    embedded = embed_dataset(embedder, sequences, depth_root=depth_root)
     kept = embedded.sequences
     labels = np.array([s.subject for s in kept])
     gallery_mask = np.array([s.subject in enrolled and s.condition in gallery_conditions for s in kept])
     if save_embeddings:
         np.savez(save_embeddings, embeddings=embedded.embeddings, labels=labels, gallery=gallery_mask)
-    return calibrate(embedded.embeddings, labels, gallery_mask=gallery_mask, target_far=target_far)
+    return calibrate(embedded.embeddings, labels, gallery_mask=gallery_mask, target_far=target_far,
+                     similarity=embedder.metadata.similarity)

@@ -8,12 +8,14 @@ whole service: HTTP upload, decoding, background subtraction, tracking, alignmen
 import pytest
 from fastapi.testclient import TestClient
 
+from gaitid.contract import ModelInput, read_metadata
 from gallery import Gallery
 from gallery.types import SequenceInput
 from model.dataset import load_sequence, trim_to_network_width
 from service.app import create_app
-from service.pipeline.embed import GaitEmbedder, read_metadata
-from service.settings import SHIPPED_EMBEDDING_MODEL, Settings
+from service.pipeline.config import SHIPPED_EMBEDDING_MODEL, PipelineSettings
+from service.pipeline.embed import OnnxEmbedder
+from service.settings import load_settings
 
 RESERVED = ["001", "002", "003", "004", "005", "006"]
 CLIPS = ["002", "003", "004"]
@@ -21,24 +23,26 @@ CLIPS = ["002", "003", "004"]
 
 def test_shipped_model_is_the_default_and_describes_itself():
     assert SHIPPED_EMBEDDING_MODEL.exists(), "the reference model must be shipped in models/"
-    assert Settings(_env_file=None).embedding_model == SHIPPED_EMBEDDING_MODEL
-    meta = read_metadata(SHIPPED_EMBEDDING_MODEL)
+    assert PipelineSettings(_env_file=None).embedding_model == SHIPPED_EMBEDDING_MODEL
+    meta = read_metadata(SHIPPED_EMBEDDING_MODEL)  # the current contract: the file was upgraded to v2
     assert meta.variant == "silhouette" and meta.inputs == ["sils"] and not meta.needs_depth
+    assert meta.similarity == "part-cosine" and meta.provenance["config"] == "deepgaitv2-sil-casiab-cpu"
     assert "007-074" in meta.training_data  # 001-006 are reserved for these checks
     assert SHIPPED_EMBEDDING_MODEL.stat().st_size < 40e6
 
 
 @pytest.mark.data
 def test_identifies_unseen_casia_b_walkers_from_their_raw_video(tmp_path, casia_root, videos_dir):
-    embedder = GaitEmbedder(SHIPPED_EMBEDDING_MODEL, providers="cpu")
-    settings = Settings(_env_file=None, data_dir=tmp_path, providers="cpu",
-                        background_clip=videos_dir / "casia-b" / "001-bkgrd-090.avi")
-    with Gallery(settings.gallery_dir) as gallery:
+    embedder = OnnxEmbedder(SHIPPED_EMBEDDING_MODEL, providers="cpu")
+    settings = load_settings(env_file=None, data_dir=tmp_path, providers="cpu",
+                             background_clip=videos_dir / "casia-b" / "001-bkgrd-090.avi")
+    with Gallery(settings.gallery.gallery_dir) as gallery:
         for subject in RESERVED:
             sequences = []
             for walk in ("nm-02", "nm-03", "nm-04"):
                 sils = trim_to_network_width(load_sequence(casia_root / subject / walk / "090"))
-                sequences.append(SequenceInput(silhouettes=sils, embedding=embedder.embed(sils),
+                (embedding,) = embedder.embed([ModelInput(sils=sils)])
+                sequences.append(SequenceInput(silhouettes=sils, embedding=embedding,
                                                metadata={"source": f"casia-b {subject}/{walk}/090"}))
             gallery.enroll(subject, sequences, model_id=embedder.model_id)
 
