@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gaitid.contract import SequenceEmbedder
 from gallery.calibration import CalibrationReport, calibrate
 from model.dataset import list_sequences, parse_subject_range
-from gaitid.contract import SequenceEmbedder
 from model.evaluation.embedding import embed_dataset, open_embedder
 
 CASIA_B_GALLERY = ("nm-01", "nm-02", "nm-03", "nm-04")

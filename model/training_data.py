@@ -83,7 +83,7 @@ def _warp(frames: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def _random_erase(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    t, h, w = frames.shape
+    h, w = frames.shape[1:]
     eh, ew = int(h * rng.uniform(0.1, 0.3)), int(w * rng.uniform(0.2, 0.5))
     y, x = rng.integers(0, h - eh), rng.integers(0, w - ew)
     out = frames.copy()

@@ -53,7 +53,7 @@ def test_export_parity_uint8_inputs_dynamic_axes_and_metadata(tmp_path, tiny_che
 
 
 def test_fp16_weights_halve_the_file_and_keep_parity(tmp_path, tiny_checkpoint):
-    ckpt, net = tiny_checkpoint("silhouette")
+    ckpt, _ = tiny_checkpoint("silhouette")
     export_onnx(ckpt, tmp_path / "fp32.onnx")
     meta = export_onnx(ckpt, tmp_path / "fp16.onnx", fp16=True)
     assert meta.provenance["fp16"] is True
