@@ -19,7 +19,7 @@ LINT_IMPORTS = Path(PYTHON).with_name("lint-imports")
 
 def _run(code: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([PYTHON, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([PYTHON, "-c", code], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:
@@ -30,7 +30,7 @@ def _loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:
 
 
 def test_import_linter_contracts_hold():
-    result = subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(LINT_IMPORTS), "--no-cache"], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout, result.stdout
 
@@ -61,7 +61,7 @@ def test_a_broken_contract_is_reported(tmp_path):
         "layers =\n    gaitid.cli\n    model\n    service\n    gallery\n    gaitid.contract\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     result = subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(tmp_path / ".importlinter")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                            check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "gallery -> service" in result.stdout, result.stdout
 
 
