@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -102,9 +102,12 @@ class RecordingDepth:
 
 # -- tiny embedding models ---------------------------------------------------------------------
 def build_tiny_embedding_model(path: Path, *, inputs: Sequence[str] = ("sils",), channels: int = TINY_CHANNELS,
-                               parts: int = TINY_PARTS, seed: int = 0) -> Path:
+                               parts: int = TINY_PARTS, seed: int = 0,
+                               weights: Mapping[str, np.ndarray] | None = None) -> Path:
     """Write a contract-v2 embedding model to `path`: for each input (uint8 (N, T, 64, 44)),
-    cast, scale by 1/255, mean over time, project; the projections are summed -> (N, C, P)."""
+    cast, scale by 1/255, mean over time, project; the projections are summed -> (N, C, P).
+    `weights` (input -> (64*44, C*P) projection) replaces the random ones: a model whose embedding
+    is known in closed form."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -117,8 +120,8 @@ def build_tiny_embedding_model(path: Path, *, inputs: Sequence[str] = ("sils",),
     ]
     projections = []
     for name in inputs:
-        weights = rng.standard_normal((pixels, channels * parts)).astype(np.float32)
-        initializers.append(numpy_helper.from_array(weights, f"{name}_weights"))
+        projection = rng.standard_normal((pixels, channels * parts)) if weights is None else weights[name]
+        initializers.append(numpy_helper.from_array(np.asarray(projection, np.float32), f"{name}_weights"))
         nodes += [
             helper.make_node("Cast", [name], [f"{name}_float"], to=TensorProto.FLOAT),
             helper.make_node("Mul", [f"{name}_float", "scale"], [f"{name}_scaled"]),  # the network scales

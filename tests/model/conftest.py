@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from gaitid.contract import INPUT_MAX, EmbeddingModelMetadata, write_metadata
+from gaitid.contract import INPUT_MAX
 from model.checkpoint import save_checkpoint
 from model.config import ExperimentConfig, ModelConfig
 from model.depthgait import DepthGait, build_model
+from tests.conftest import build_tiny_embedding_model
 
 STRIP_PARTS = 4
 
@@ -68,29 +69,26 @@ def strip_pool(frames: torch.Tensor) -> torch.Tensor:
     return frames.mean(1).reshape(n, STRIP_PARTS, h // STRIP_PARTS, w).mean(2).transpose(1, 2)
 
 
-class StripPool(nn.Module):
-    """A transparent 'embedding model': its embedding is known in closed form (`strip_pool`)."""
-
-    def __init__(self, inputs: list[str]):
-        super().__init__()
-        self.inputs = inputs
-
-    def forward(self, *frames: torch.Tensor) -> torch.Tensor:
-        return torch.cat([strip_pool(f.float() / INPUT_MAX) for f in frames], dim=1)
+def strip_pool_weights(inputs: list[str]) -> dict[str, np.ndarray]:
+    """`strip_pool` as the projection of tests/conftest.py's tiny model: input k's column w of strip p
+    lands in channel k * 44 + w, part p."""
+    height, width = 64, 44
+    channels = width * len(inputs)
+    weights = {}
+    for k, name in enumerate(inputs):
+        projection = np.zeros((height, width, channels, STRIP_PARTS), np.float32)
+        for row in range(height):
+            for col in range(width):
+                projection[row, col, k * width + col, row // (height // STRIP_PARTS)] = STRIP_PARTS / height
+        weights[name] = projection.reshape(height * width, channels * STRIP_PARTS)
+    return weights
 
 
 def write_strip_pool_onnx(path: Path, inputs: list[str]) -> Path:
-    """A contract-v2 ONNX embedding model (uint8 inputs, scaling inside) of `StripPool`."""
-    example = tuple(torch.zeros(1, 5, 64, 44, dtype=torch.uint8) for _ in inputs)
-    dynamic = {name: {0: "batch", 1: "frames"} for name in inputs} | {"embedding": {0: "batch"}}
-    torch.onnx.export(StripPool(inputs), example, str(path), input_names=inputs, output_names=["embedding"],
-                      dynamic_axes=dynamic, opset_version=17, dynamo=False)
-    model = onnx.load(str(path))
-    write_metadata(model, EmbeddingModelMetadata(
-        variant="silhouette" if inputs == ["sils"] else "concat", inputs=inputs,
-        embedding_channels=44 * len(inputs), embedding_parts=STRIP_PARTS))
-    onnx.save(model, str(path))
-    return path
+    """A contract-v2 ONNX embedding model (uint8 inputs, scaling inside) whose embedding is `strip_pool`
+    of each input, channels side by side: the shared tiny model with known weights."""
+    return build_tiny_embedding_model(path, inputs=inputs, channels=44 * len(inputs), parts=STRIP_PARTS,
+                                      weights=strip_pool_weights(inputs))
 
 
 class StripPoolV1(nn.Module):
