@@ -34,8 +34,8 @@ class InitReport:
     skipped: dict[str, str] = field(default_factory=dict)  # part -> why it kept its initialisation
 
     def summary(self) -> str:
-        lines = [f"initialised from {self.source}: encoders {', '.join(self.encoders)}; "
-                 f"head: {', '.join(self.head) or 'nothing'}"]
+        lines = [(f"initialised from {self.source}: encoders {', '.join(self.encoders)}; "
+                  f"head: {', '.join(self.head) or 'nothing'}")]
         lines += [f"  kept own initialisation: {part} ({why})" for part, why in self.skipped.items()]
         return "\n".join(lines)
 
@@ -107,12 +107,12 @@ def init_from(net: nn.Module, source: str | Path | Mapping[str, torch.Tensor], *
 
 def _check_same_weights(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], what: str, cfg) -> None:
     config = f"(this DepthGait: block {cfg.block}, width {cfg.width}, layers {cfg.layers})"
-    for key in target:
+    for key, value in target.items():
         if key not in source:
             raise OpenGaitSourceError(f"{what}: the source has no weight {key!r} {config}")
-        if source[key].shape != target[key].shape:
+        if source[key].shape != value.shape:
             raise OpenGaitSourceError(f"{what}: {key} is {tuple(source[key].shape)} in the source, "
-                                      f"{tuple(target[key].shape)} here {config}")
+                                      f"{tuple(value.shape)} here {config}")
     extra = [k for k in source if k not in target]
     if extra:
         raise OpenGaitSourceError(f"{what}: the source has weights this encoder lacks, e.g. {extra[0]!r} {config}")
