@@ -46,16 +46,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from model.checkpoint import save_checkpoint  # noqa: E402
-from model.config import ExperimentConfig, load_config  # noqa: E402
-from model.dataset import parse_subject_range, save_sequence  # noqa: E402
-from model.depthgait import build_model  # noqa: E402
-from model.device_batches import DeviceBatches  # noqa: E402
-from model.losses import GaitLoss  # noqa: E402
-from model.speed import Accelerated, accelerate, channels_last_conv2d, portable_optimizer_state, sgd  # noqa: E402
+from model.checkpoint import save_checkpoint
+from model.config import ExperimentConfig, load_config
+from model.dataset import parse_subject_range, save_sequence
+from model.depthgait import build_model
+from model.device_batches import DeviceBatches
+from model.losses import GaitLoss
+from model.speed import Accelerated, accelerate, channels_last_conv2d, portable_optimizer_state, sgd
 
 CONFIG = ROOT / "model/configs/deepgaitv2_sil_casiab.yaml"
 TARBALL = ROOT / "data/casia-b-sil-001-074.tar.xz"
@@ -148,7 +148,7 @@ class Report:
             record["status"] = "ok"
         except Skip as why:
             record["status"], record["reason"] = "skipped", str(why)
-        except Exception as exc:  # a failed step must not stop the others
+        except Exception as exc:  # noqa: BLE001 - a failed step must not stop the others
             record["status"], record["error"] = "failed", f"{type(exc).__name__}: {exc}"
             record["traceback"] = traceback.format_exc().splitlines()[-30:]
         finally:
@@ -528,7 +528,7 @@ def serving_embedding(cfg: ExperimentConfig, plan: Plan, device: torch.device, r
                     return
                 sils = (torch.rand(batch, plan.serve_frames, 64, 44, device=device) > 0.5).to(torch.uint8) * 255
                 with torch.inference_mode(), torch.autocast(device.type, dtype=getattr(torch, dtype_name)):
-                    seconds = time_call(lambda: net(sils=sils)["embedding"], device, plan.measure_s)
+                    seconds = time_call(lambda net=net, sils=sils: net(sils=sils)["embedding"], device, plan.measure_s)
                 rows.append({"width": width, "dtype": dtype_name, "batch": batch, "frames": plan.serve_frames,
                              "sequences_per_s": round(batch / seconds, 1),
                              "frames_per_s": round(batch * plan.serve_frames / seconds),
@@ -556,7 +556,7 @@ def serving_yolo(plan: Plan, device: torch.device, report: Report, results: dict
         images = torch.rand(batch, 3, plan.yolo_imgsz, plan.yolo_imgsz, device=device,
                             dtype=torch.float16 if half else torch.float32)
         with torch.inference_mode():
-            seconds = time_call(lambda: net(images), device, plan.measure_s)
+            seconds = time_call(lambda images=images: net(images), device, plan.measure_s)
         rows.append({"imgsz": plan.yolo_imgsz, "dtype": "float16" if half else "float32", "batch": batch,
                      "images_per_s": round(batch / seconds, 1), "ms_per_batch": round(1000 * seconds, 3)})
 
@@ -580,7 +580,8 @@ def serving_depth(plan: Plan, device: torch.device, report: Report, results: dic
                 return
             pixels = torch.rand(batch, 3, height, width, device=device)
             with torch.inference_mode(), torch.autocast(device.type, dtype=dtype):
-                seconds = time_call(lambda: net(pixel_values=pixels).predicted_depth, device, plan.measure_s)
+                seconds = time_call(lambda pixels=pixels: net(pixel_values=pixels).predicted_depth, device,
+                                    plan.measure_s)
             rows.append({"input": f"{height}x{width}", "dtype": str(dtype).replace("torch.", ""), "batch": batch,
                          "images_per_s": round(batch / seconds, 1), "ms_per_batch": round(1000 * seconds, 3)})
 

@@ -10,7 +10,7 @@ from torch import nn
 from model.config import LossConfig
 from model.depthgait import build_model
 from model.losses import GaitLoss
-from model.speed import accelerate, autocast_dtype, channels_last_conv2d, portable_optimizer_state, sgd
+from model.speed import accelerate, autocast_dtype, portable_optimizer_state, sgd
 from tests.model.conftest import contract_inputs, tiny_model_config
 
 
