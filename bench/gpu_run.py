@@ -54,8 +54,9 @@ from model.config import ExperimentConfig, load_config
 from model.dataset import parse_subject_range, save_sequence
 from model.depthgait import build_model
 from model.device_batches import DeviceBatches
-from model.losses import GaitLoss
-from model.speed import Accelerated, accelerate, channels_last_conv2d, portable_optimizer_state, sgd
+from model.speed import Accelerated, channels_last_conv2d
+from model.train import Trainer, build_trainer, train_step
+from model.training_data import SequenceBank
 
 CONFIG = ROOT / "model/configs/deepgaitv2_sil_casiab.yaml"
 TARBALL = ROOT / "data/casia-b-sil-001-074.tar.xz"
@@ -249,17 +250,6 @@ def importable(name: str) -> str:
     return str(getattr(module, "__version__", "present"))
 
 
-def sequence_bank_class():
-    """model.training_data.SequenceBank (model.data before the renovation)."""
-    errors = []
-    for module in ("model.training_data", "model.data"):
-        try:
-            return importlib.import_module(module).SequenceBank
-        except (ImportError, AttributeError) as exc:
-            errors.append(f"{module}: {exc}")
-    raise ImportError("no SequenceBank found: " + "; ".join(errors))
-
-
 # -- steps -----------------------------------------------------------------------------------------
 
 
@@ -329,7 +319,7 @@ def load_data(cfg: ExperimentConfig, plan: Plan, results: dict, work: Path):
         cfg.data.silhouette_root = synthetic
         results["casia_b"] = f"not here: a synthetic tree of {len(subjects)} subjects in {synthetic} (dry run)"
     began = time.time()
-    bank = sequence_bank_class().load(cfg.data, cfg.data.train_subjects, need_depth=False)
+    bank = SequenceBank.load(cfg.data, cfg.data.train_subjects, need_depth=False)
     cfg.model.num_classes = len(bank.subjects)
     frames = sum(len(s) for s in bank.sils)
     results.update(subjects=f"{cfg.data.train_subjects} ({len(bank.subjects)})", sequences=len(bank.sils),
@@ -339,56 +329,53 @@ def load_data(cfg: ExperimentConfig, plan: Plan, results: dict, work: Path):
 
 @dataclass
 class TrainingRun:
-    """The network, its optimiser and schedule, and the device batches: one `step()` per iteration."""
+    """model.train's trainer over device batches, stepped by hand so each phase can be timed: one
+    `step()` per iteration (the same `train_step` as `gaitid train`)."""
 
     cfg: ExperimentConfig
-    fast: Accelerated
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.MultiStepLR
-    criterion: GaitLoss
+    trainer: Trainer
     batches: DeviceBatches
     subjects: list[str]
-    forward: Callable
     iteration: int = 0
 
     @classmethod
     def build(cls, cfg: ExperimentConfig, bank, device: torch.device) -> TrainingRun:
         torch.manual_seed(cfg.trainer.seed)
-        fast = accelerate(build_model(cfg.model), device, amp=cfg.trainer.amp, channels_last=cfg.trainer.channels_last,
-                          compile=False)  # compiled separately, so its cost and gain are measured
-        optimizer = sgd(fast.model.parameters(), device, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                        weight_decay=cfg.optim.weight_decay)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.optim.milestones, cfg.optim.gamma)
+        cfg.trainer.compile = False  # compiled separately (train_speed), so its cost and gain are measured
+        trainer = build_trainer(cfg, device)
         batches = DeviceBatches(bank, cfg.data, device, seed=cfg.trainer.seed)
-        return cls(cfg, fast, optimizer, scheduler, GaitLoss(cfg.loss), batches, list(bank.subjects), fast.model)
+        return cls(cfg, trainer, batches, list(bank.subjects))
+
+    @property
+    def fast(self) -> Accelerated:
+        return self.trainer.fast
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.MultiStepLR:
+        return self.trainer.scheduler
+
+    @property
+    def forward(self) -> Callable:
+        return self.trainer.fast.forward
+
+    @forward.setter
+    def forward(self, module: Callable) -> None:
+        self.trainer.fast.forward = module
 
     def step(self) -> dict[str, float]:
-        batch = self.batches.batch()
-        feeds = {name: batch[name] for name in self.fast.model.modalities}
-        with self.fast.autocast():
-            loss, stats = self.criterion(self.forward(**feeds), batch["labels"])
-        self.optimizer.zero_grad(set_to_none=True)
-        scaler = self.fast.scaler
-        scaler.scale(loss).backward()
-        scaler.step(self.optimizer)
-        scaler.update()
-        self.scheduler.step()
+        stats = train_step(self.trainer, self.batches.batch())
         self.iteration += 1
         return stats
 
     def checkpoint(self) -> dict:
-        """model/checkpoint.py's format (what model.train resumes from), on the CPU. The momentum
-        buffers are left out: with them the file would double (2 x 33 MB at c=64), past what can come
-        back from the machine; a resumed run rebuilds momentum within a few iterations."""
-        optimizer = portable_optimizer_state(self.optimizer)
-        optimizer["state"] = {}
-        return {
-            "model": {k: v.detach().cpu().contiguous() for k, v in self.fast.model.state_dict().items()},
-            "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
-            "scaler": self.fast.scaler.state_dict(), "iteration": self.iteration,
-            "config": self.cfg.model_dump(mode="json"), "subjects": self.subjects,
-            "batches": self.batches.state_dict(), "momentum_dropped": True,
-        }
+        """`gaitid train`'s checkpoint (what it resumes from), on the CPU. The momentum buffers are
+        left out: with them the file would double (2 x 33 MB at c=64), past what can come back from
+        the machine; a resumed run rebuilds momentum within a few iterations."""
+        state = self.trainer.state(self.cfg, self.iteration, self.subjects, self.batches)
+        state["model"] = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
+        state["optimizer"]["state"] = {}
+        state["momentum_dropped"] = True
+        return state
 
 
 def measure_steps(run: TrainingRun, warmup: int, iterations: int, device: torch.device) -> dict:
@@ -401,7 +388,7 @@ def measure_steps(run: TrainingRun, warmup: int, iterations: int, device: torch.
     synchronize(device)
     seconds = (time.perf_counter() - began) / iterations
     return {"frames_per_s": run.batches.frames_per_batch / seconds, "iterations_per_s": 1 / seconds,
-            "loss": stats["loss"]}
+            "loss": float(stats["loss"])}
 
 
 def check_sync_free(batches: DeviceBatches, device: torch.device) -> str:
@@ -465,7 +452,7 @@ def train(run: TrainingRun, plan: Plan, device: torch.device, report: Report, ou
             break
         stats = run.step()
         if run.iteration % plan.log_every == 0:
-            synchronize(device)
+            stats = {key: float(value) for key, value in stats.items()}  # the one host sync, when logging
             rate = (run.iteration - start) * run.batches.frames_per_batch / (time.time() - began)
             curve.append({"iteration": run.iteration, "loss": round(stats["loss"], 4), "ce": round(stats["ce"], 4),
                           "triplet": round(stats["triplet"], 4), "train_acc": round(stats["train_acc"], 3),

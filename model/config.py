@@ -35,6 +35,10 @@ class ModelConfig(_Strict):
     num_classes: int = 74  # BNNeck classifier (training subjects)
     fusion_reduction: int = 4  # MCF/attention inner channels = 2C / reduction
     cross_level: CrossLevel = "fused-stream"  # Y_f = X_f + F_sd (paper eq. 6)
+    # What retrieval compares (the `embedding` output): the separate FCs' output, or that after the
+    # BNNeck's BatchNorm, which centres and scales every channel by training statistics and so spreads
+    # part-cosine similarities over the range (chosen per model by measured open-set error).
+    inference_feature: Literal["pre-bnneck", "bnneck"] = "pre-bnneck"
 
     @field_validator("cross_level", mode="before")
     @classmethod
@@ -100,8 +104,9 @@ class OptimConfig(_Strict):
 class TrainerConfig(_Strict):
     iterations: int = 60000
     seed: int = 0
-    amp: bool = True  # CUDA only
-    channels_last: bool = True  # CUDA only
+    amp: bool = True  # autocast in the precision the device does well (model.speed.autocast_dtype)
+    channels_last: bool = True  # 4-D convolution weights channels-last
+    compile: bool | None = None  # torch.compile the training step; None = on CUDA only (slower on CPU here)
     log_every: int = 50
     save_every: int = 1000
     val_every: int = 0  # 0 = only at the end (when val_subjects is set)

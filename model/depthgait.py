@@ -175,14 +175,16 @@ class DepthGait(nn.Module):
     def forward(self, sils: torch.Tensor | None = None, depths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """sils / depths: (N, S, 64, 44), the contract's raw 0..255 values (uint8 or float); any S >= 1.
 
-        Returns the embedding (N, C, P) (pre-BNNeck: what retrieval uses), the BNNeck features and the
-        cosine logits (N, num_classes, P) used by the cross-entropy loss.
+        Returns `embedding` (N, C, P), what retrieval compares (cfg.inference_feature); `pre_bnneck`, the
+        separate FCs' output the triplet loss trains; the BNNeck features; and the cosine logits
+        (N, num_classes, P) of the cross-entropy loss.
         """
         frames = self.encode(unit_range(sils), unit_range(depths))
         parts = self.hpp(temporal_max_pool(frames))
-        embedding = self.fcs(parts)
-        bn_embedding, logits = self.bnneck(embedding)
-        return {"embedding": embedding, "bn_embedding": bn_embedding, "logits": logits}
+        pre_bnneck = self.fcs(parts)
+        bn_embedding, logits = self.bnneck(pre_bnneck)
+        embedding = bn_embedding if self.cfg.inference_feature == "bnneck" else pre_bnneck
+        return {"embedding": embedding, "pre_bnneck": pre_bnneck, "bn_embedding": bn_embedding, "logits": logits}
 
 
 def build_model(cfg: ModelConfig) -> DepthGait:

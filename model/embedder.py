@@ -33,7 +33,7 @@ def network_metadata(cfg: ModelConfig, **fields) -> EmbeddingModelMetadata:
         inputs=cfg.modalities,
         embedding_channels=cfg.embedding_dim,
         embedding_parts=cfg.parts,
-        embedding_feature="pre-bnneck",
+        embedding_feature=cfg.inference_feature,
         **fields,
     )
 

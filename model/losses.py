@@ -35,17 +35,18 @@ class GaitLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
 
-    def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        triplet, active = batch_all_triplet_loss(outputs["embedding"], labels, self.cfg.triplet_margin)
+    def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss, and its parts as detached tensors (float() them to log: a host sync on a GPU)."""
+        triplet, active = batch_all_triplet_loss(outputs["pre_bnneck"], labels, self.cfg.triplet_margin)
         logits = outputs["logits"].float() * self.cfg.ce_scale  # (N, K, P): cross_entropy treats P as extra dim
         parts = logits.shape[-1]
         ce = F.cross_entropy(logits, labels[:, None].expand(-1, parts), label_smoothing=self.cfg.label_smoothing)
         total = self.cfg.triplet_weight * triplet + self.cfg.ce_weight * ce
         accuracy = (logits.argmax(1) == labels[:, None]).float().mean()
         return total, {
-            "loss": float(total.detach()),
-            "triplet": float(triplet.detach()),
-            "ce": float(ce.detach()),
-            "active_triplets": float(active.detach()),
-            "train_acc": float(accuracy.detach()),
+            "loss": total.detach(),
+            "triplet": triplet.detach(),
+            "ce": ce.detach(),
+            "active_triplets": active.detach(),
+            "train_acc": accuracy.detach(),
         }

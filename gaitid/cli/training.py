@@ -16,11 +16,22 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from the latest checkpoint in --out")] = True,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field: trainer.iterations=1000")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    init_from: Annotated[Path | None, typer.Option(
+        help="start from these weights: an OpenGait DeepGaitV2 checkpoint or one of ours (encoders, and the "
+             "head where shapes match); ignored when resuming")] = None,
+    init_encoders: Annotated[str | None, typer.Option(
+        help="which encoders --init-from seeds, e.g. sils or sils,depths (default: all)")] = None,
+    init_config: Annotated[Path | None, typer.Option(help="the OpenGait YAML of an --init-from checkpoint")] = None,
 ):
     """Train a DepthGait / DeepGaitV2 model on OpenGait-layout silhouette (and depth) trees."""
-    from model.train import run_training
+    from model.train import InitFrom, run_training
 
-    run_training(config, out, resume=resume, overrides=set_ or [], device=device)
+    init = None
+    if init_from is not None:
+        encoders = tuple(e.strip() for e in init_encoders.split(",")) if init_encoders else None
+        init = InitFrom(init_from, encoders, init_config)
+    with reported_errors():
+        run_training(config, out, resume=resume, overrides=set_ or [], device=device, init=init)
 
 
 def evaluate(
@@ -46,12 +57,14 @@ def export(
     out: Annotated[Path, typer.Argument(help="output .onnx file")],
     fp16: Annotated[bool, typer.Option(help="store weights in float16 (inputs/outputs stay as the contract says)")] = False,
     training_data: Annotated[str, typer.Option(help="recorded in the model metadata")] = "",
+    feature: Annotated[str | None, typer.Option(
+        help="what retrieval compares: pre-bnneck | bnneck (default: the checkpoint's config)")] = None,
 ):
     """Export a checkpoint to ONNX (dynamic batch and frame axes, metadata inside, parity check)."""
     from model.export import export_onnx
 
     with reported_errors():
-        export_onnx(checkpoint, out, fp16=fp16, training_data=training_data)
+        export_onnx(checkpoint, out, fp16=fp16, training_data=training_data, inference_feature=feature)
 
 
 def prepare(

@@ -19,11 +19,7 @@ from model.device_batches import (
     warp_frames,
     window_indices,
 )
-
-try:  # the host data path was model/data.py before the renovation
-    from model.training_data import sample_window
-except ImportError:  # pragma: no cover
-    from model.data import sample_window
+from model.training_data import sample_window
 
 H, W = 64, 44
 NO_AUGMENT = AugmentConfig(horizontal_flip=0, perspective=0, rotate=0, erase=0)

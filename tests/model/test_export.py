@@ -139,3 +139,22 @@ def test_upgrade_v1_of_a_real_v1_export_matches_the_torch_network(tmp_path, tiny
     with torch.no_grad():
         want = net(sils=torch.from_numpy(sils), depths=torch.from_numpy(depths))["embedding"].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_export_with_the_bnneck_feature(tmp_path):
+    """`gaitid export --feature bnneck`: the file's embedding is the BNNeck output, and says so."""
+    from tests.model.conftest import contract_inputs, write_checkpoint
+
+    checkpoint, net = write_checkpoint(tmp_path / "ck.pt")
+    out = tmp_path / "bn.onnx"
+    export_onnx(checkpoint, out, inference_feature="bnneck")
+    assert read_metadata(out).embedding_feature == "bnneck"
+    sils, _ = contract_inputs(1, 9)
+    with torch.inference_mode():
+        expected = net.eval()(sils=sils)
+    (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        ["embedding"], {"sils": sils.numpy()})
+    np.testing.assert_allclose(got, expected["bn_embedding"].numpy(), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(got, expected["pre_bnneck"].numpy(), atol=1e-2)  # really another feature
+    with pytest.raises(ValueError):
+        export_onnx(checkpoint, tmp_path / "bad.onnx", inference_feature="centroid")

@@ -108,3 +108,46 @@ def test_shipped_configs_load_and_say_which_opengait_config_they_follow():
         assert "OpenGait" in path.read_text(), path
         if cfg.model.width == 64:  # the GPU recipes follow OpenGait's CASIA-B DeepGaitV2 config
             assert cfg.model.layers == [1, 1, 1, 1], path
+
+
+@pytest.mark.data
+def test_init_from_seeds_a_new_run_and_is_ignored_on_resume(casia_root, tmp_path):
+    """`gaitid train --init-from`: a new run starts from the given weights (here one of our own
+    silhouette checkpoints), a resumed run from its checkpoint."""
+    from model.train import InitFrom, build_trainer
+
+    source = tmp_path / "source"
+    run_training(None, source, resume=False, config=small_config(casia_root, iterations=2), device="cpu")
+    weights = torch.load(source / "last.pt", weights_only=False)["model"]
+
+    cfg = small_config(casia_root, iterations=1)
+    cfg.trainer.seed = 99  # another seed: a fresh network would differ from the source
+    trainer = build_trainer(cfg, torch.device("cpu"), InitFrom(source / "last.pt"))
+    for key, value in trainer.model.state_dict().items():
+        if key.startswith("encoders."):
+            torch.testing.assert_close(value, weights[key], msg=key)
+    assert any(not torch.equal(v, weights[k]) for k, v in build_model(cfg.model).state_dict().items()
+               if k.startswith("encoders.") and v.is_floating_point())
+
+    out = tmp_path / "run"
+    run_training(None, out, resume=False, config=cfg, device="cpu", init=InitFrom(source / "last.pt"))
+    resumed_cfg = small_config(casia_root, iterations=2)
+    summary = run_training(None, out, resume=True, config=resumed_cfg, device="cpu",
+                           init=InitFrom(tmp_path / "no-such-file.pt"))  # would fail if it were read
+    assert summary["iterations"] == 2
+
+
+def test_training_step_statistics_stay_on_the_device():
+    """train_step returns tensors (no host sync per step); the loop turns them into floats to log."""
+    from model.train import build_trainer, train_step
+
+    cfg = ExperimentConfig.model_validate({
+        "model": {"width": 8, "layers": [1, 1, 1, 1], "num_classes": 2},
+        "data": {"frames": 6, "batch_subjects": 2, "batch_per_subject": 2},
+    })
+    trainer = build_trainer(cfg, torch.device("cpu"))
+    batch = {"sils": (torch.rand(4, 6, 64, 44) > 0.5).to(torch.uint8) * 255, "labels": torch.tensor([0, 0, 1, 1])}
+    stats = train_step(trainer, batch)
+    assert set(stats) >= {"loss", "triplet", "ce", "train_acc"}
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in stats.values())
+    assert np.isfinite(float(stats["loss"]))
