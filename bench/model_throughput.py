@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from gaitid.contract import INPUT_MAX, ModelInput
-from model.config import LossConfig, ModelConfig
+from model.config import ExperimentConfig, ModelConfig
 from model.depthgait import build_model
 from model.export import export_module
-from model.losses import GaitLoss
+from model.train import build_trainer, train_step
 from service.pipeline.embed import OnnxEmbedder
 
 
@@ -31,27 +31,36 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def train_fps(cfg: ModelConfig, device: torch.device, batch: tuple[int, int, int], repeats: int) -> float:
+def train_fps(cfg: ModelConfig, device: torch.device, batch: tuple[int, int, int], repeats: int,
+              accelerated: bool) -> tuple[float, float]:
+    """Frames/s of `gaitid train`'s own step (model.train.train_step) on a fixed batch, plain fp32
+    (`accelerated` False: what training did before model.speed) or as model.speed makes it; and the
+    loss after the same steps from the same initial weights, to show the speed costs no learning."""
     p, k, frames = batch
-    model = build_model(cfg).to(device).train()
-    criterion = GaitLoss(LossConfig())
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    exp = ExperimentConfig.model_validate({
+        "model": cfg.model_dump(), "data": {"frames": frames, "batch_subjects": p, "batch_per_subject": k},
+        "optim": {"lr": 0.01, "milestones": [10**6]},
+        "trainer": {"amp": accelerated, "channels_last": accelerated, "compile": False},
+    })
+    torch.manual_seed(0)
+    trainer = build_trainer(exp, device)
+    generator = torch.Generator().manual_seed(1)
     # uint8 like the training batches (the network scales them)
-    sils = torch.randint(0, INPUT_MAX + 1, (p * k, frames, 64, 44), dtype=torch.uint8, device=device)
-    depths = torch.randint(0, INPUT_MAX + 1, (p * k, frames, 64, 44), dtype=torch.uint8, device=device)
-    labels = torch.arange(p, device=device).repeat_interleave(k)
-    amp = device.type == "cuda"
+    batch_tensors = {
+        "sils": (torch.rand(p * k, frames, 64, 44, generator=generator) > 0.5).to(torch.uint8) * INPUT_MAX,
+        "depths": torch.randint(0, INPUT_MAX + 1, (p * k, frames, 64, 44), dtype=torch.uint8, generator=generator),
+        "labels": torch.arange(p).repeat_interleave(k),
+    }
+    batch_tensors = {name: t.to(device) for name, t in batch_tensors.items()}
+    losses = []
 
     def step():
-        with torch.autocast(device.type, enabled=amp, dtype=torch.float16):
-            loss, _ = criterion(model(sils=sils, depths=depths), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        losses.append(train_step(trainer, batch_tensors)["loss"])
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return p * k * frames / timed(step, repeats)
+    seconds = timed(step, repeats)
+    return p * k * frames / seconds, float(losses[-1])
 
 
 def inference_fps(cfg: ModelConfig, frames: int, repeats: int, threads: int) -> tuple[float, float]:
@@ -85,15 +94,20 @@ def main() -> None:
     batch = (8, 4, 20) if device.type == "cpu" else (8, 16, 30)
 
     print(f"device={device} threads={args.threads} train batch PxKxframes={batch} inference frames={args.frames}")
-    print("| variant | width | layers | train frames/s | torch infer frames/s | ORT infer frames/s | ORT/torch |")
-    print("|---|---|---|---|---|---|---|")
+    print("train: fp32 = the plain step; fast = model.speed (autocast where the hardware has it, channels-last "
+          f"conv weights); loss after the {args.repeats + 1} same steps from the same weights")
+    print("| variant | width | layers | train fp32 frames/s | train fast frames/s | fast/fp32 | loss fp32 / fast "
+          "| torch infer frames/s | ORT infer frames/s | ORT/torch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for width in args.widths:
         layers = args.layers
         for variant in args.variants:
             cfg = ModelConfig(variant=variant, width=width, layers=layers, num_classes=68)
-            tr = train_fps(cfg, device, batch, args.repeats)
+            plain, plain_loss = train_fps(cfg, device, batch, args.repeats, accelerated=False)
+            fast, fast_loss = train_fps(cfg, device, batch, args.repeats, accelerated=True)
             t_fps, o_fps = inference_fps(cfg, args.frames, args.repeats, args.threads)
-            print(f"| {variant} | {width} | {layers} | {tr:.1f} | {t_fps:.1f} | {o_fps:.1f} | {o_fps / t_fps:.2f} |",
+            print(f"| {variant} | {width} | {layers} | {plain:.1f} | {fast:.1f} | {fast / plain:.2f} "
+                  f"| {plain_loss:.3f} / {fast_loss:.3f} | {t_fps:.1f} | {o_fps:.1f} | {o_fps / t_fps:.2f} |",
                   flush=True)
 
 
