@@ -8,23 +8,34 @@
 
 The package imports nothing of the project but gaitid.contract (array layouts, similarity, the
 embedding interface). Read in this order: gallery.gallery (the facade and its guarantees: namespaces,
-models, crash safety, concurrency), gallery.validation, gallery.namespace_state (search answers),
+models, crash safety, audit, concurrency), gallery.subject_ids (the subject-id rule),
+gallery.metadata (its bounds), gallery.audit (the audit log), gallery.api_keys (stored keys and
+roles), gallery.validation, gallery.namespace_state (search answers),
 gallery.namespace_indexes (index load / rebuild / persist), gallery.store (SQLite), gallery.index
 (FAISS and its file format), gallery.reembedding, and gallery.calibration for choosing the
 threshold (CLI: `gaitid calibrate`).
 """
 
+from gallery.api_keys import ROLES, ApiKeyRecord, hash_secret, role_allows
+from gallery.audit import ACTIONS, AuditContext, AuditEntry
 from gallery.calibration import CalibrationReport, calibrate, calibrate_file
 from gallery.errors import (
+    ApiKeyExistsError,
+    ApiKeyNotFoundError,
+    ApiKeyNotRemovableError,
     GalleryClosedError,
     GalleryError,
     InvalidInputError,
+    InvalidMetadataError,
+    InvalidSubjectIdError,
     ModelMismatchError,
     SequenceNotFoundError,
     SubjectExistsError,
     SubjectNotFoundError,
 )
 from gallery.gallery import Gallery
+from gallery.metadata import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, metadata_from_json
+from gallery.subject_ids import MAX_ID_CHARS, check_new_subject_id
 from gallery.types import (
     DEFAULT_NAMESPACE,
     Candidate,
@@ -37,15 +48,27 @@ from gallery.types import (
     SequenceInput,
     SequenceRecord,
     StoredSequence,
+    SubjectIdProblem,
     SubjectRecord,
     SubjectSummary,
 )
-from gallery.validation import MAX_DISPLAY_NAME_CHARS, MAX_ID_CHARS, check_namespace
+from gallery.validation import MAX_DISPLAY_NAME_CHARS, MAX_PAGE_OFFSET, check_namespace
 
 __all__ = [
+    "ACTIONS",
     "DEFAULT_NAMESPACE",
     "MAX_DISPLAY_NAME_CHARS",
     "MAX_ID_CHARS",
+    "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
+    "MAX_PAGE_OFFSET",
+    "ROLES",
+    "ApiKeyExistsError",
+    "ApiKeyNotFoundError",
+    "ApiKeyNotRemovableError",
+    "ApiKeyRecord",
+    "AuditContext",
+    "AuditEntry",
     "CalibrationReport",
     "Candidate",
     "EnrollResult",
@@ -57,6 +80,8 @@ __all__ = [
     "IndexInfo",
     "IndexKind",
     "InvalidInputError",
+    "InvalidMetadataError",
+    "InvalidSubjectIdError",
     "ModelMismatchError",
     "ReembedReport",
     "SequenceInput",
@@ -64,10 +89,15 @@ __all__ = [
     "SequenceRecord",
     "StoredSequence",
     "SubjectExistsError",
+    "SubjectIdProblem",
     "SubjectNotFoundError",
     "SubjectRecord",
     "SubjectSummary",
     "calibrate",
     "calibrate_file",
     "check_namespace",
+    "check_new_subject_id",
+    "hash_secret",
+    "metadata_from_json",
+    "role_allows",
 ]

@@ -1,6 +1,9 @@
 """Typed gallery errors. Each carries a stable `code` so the HTTP layer can map it to a status
 without parsing messages (suggested: invalid_input 422, subject_not_found 404, subject_exists 409,
-model_mismatch 409, sequence_not_found 404)."""
+model_mismatch 409, sequence_not_found 404, key_exists 409, key_not_found 404, key_not_removable 409).
+
+Messages name the namespace, for operators and library users; the HTTP layer never shows them to a
+tenant as they are (service.errors words them without it)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,23 @@ class InvalidInputError(GalleryError, ValueError):
     """An argument has the wrong shape, type or value (the message says which and why)."""
 
     code = "invalid_input"
+
+
+class InvalidSubjectIdError(InvalidInputError):
+    """A new subject id breaks the subject-id rule (gallery.subject_ids)."""
+
+    code = "invalid_subject_id"
+
+    def __init__(self, subject_id: str, problem: str):
+        super().__init__(f"subject_id {subject_id!r} {problem}")
+        self.subject_id = subject_id
+        self.problem = problem
+
+
+class InvalidMetadataError(InvalidInputError):
+    """Metadata is not a JSON object within the size and nesting bounds (gallery.validation)."""
+
+    code = "invalid_metadata"
 
 
 class SubjectNotFoundError(GalleryError, LookupError):
@@ -67,3 +87,27 @@ class GalleryClosedError(GalleryError):
 
     def __init__(self) -> None:
         super().__init__("the gallery is closed")
+
+
+class ApiKeyExistsError(GalleryError):
+    code = "key_exists"
+
+    def __init__(self, name: str, same_secret: bool = False):
+        super().__init__(f"an API key with this {'secret' if same_secret else 'name'} exists already"
+                         + ("" if same_secret else f": {name!r}"))
+        self.name = name
+
+
+class ApiKeyNotFoundError(GalleryError, LookupError):
+    code = "key_not_found"
+
+    def __init__(self, name: str, namespace: str):
+        super().__init__(f"no API key named {name!r} opens namespace {namespace!r}")
+        self.name = name
+        self.namespace = namespace
+
+
+class ApiKeyNotRemovableError(GalleryError):
+    """The key is the namespace's last admin key, or it belongs to the operator's configuration."""
+
+    code = "key_not_removable"

@@ -28,6 +28,19 @@ index file is used only if it provably matches the database, else the index is r
 files are written atomically on `flush()` / `close()` (and after a rebuild at load); a deletion
 removes the namespace's file at once, since it still holds the deleted person's vectors.
 
+Audit. Every enrollment, deletion and re-embedding, and every change of an API key, appends an
+entry to the namespace's audit log (gallery.audit) in the transaction that makes the change; pass
+`audit=AuditContext(actor, request_id)` to say who asked (default: actor "local"). A deletion
+erases the subject's sequences (aligned silhouettes and depth), their embeddings and their index
+vectors; its audit entry lists the erased sequence ids. The gallery stores no thumbnails or footage.
+
+Subject ids. New ones follow gallery.subject_ids (NFC, a documented alphabet); look-ups match any
+stored id exactly, then by NFC form. `subject_id_problems()` lists stored ids an older version
+accepted that break today's rule.
+
+API keys. The gallery stores the service's keys (gallery.api_keys: name, namespace, role, sha256 of
+the secret) so that key changes are audited like data changes; it does not authenticate anyone.
+
 Concurrency. Safe for many threads: searches of a namespace run concurrently (read lock);
 enrollments, deletions and re-embedding take the write lock only around their transaction and the
 index update. Several processes may share one root: each checks the database generation before a
@@ -45,6 +58,9 @@ from typing import Any, Self
 import numpy as np
 
 from gaitid.contract import SequenceEmbedder, Similarity
+from gallery import api_keys, audit
+from gallery.api_keys import ApiKeyRecord
+from gallery.audit import AuditContext, AuditEntry
 from gallery.errors import (
     GalleryClosedError,
     InvalidInputError,
@@ -57,6 +73,7 @@ from gallery.index import Device, ReplicaFactory
 from gallery.namespace_indexes import NamespaceIndexes
 from gallery.reembedding import Progress, reembed
 from gallery.store import Store, fault_point
+from gallery.subject_ids import check_new_subject_id, lookup_candidates, subject_id_problem
 from gallery.types import (
     DEFAULT_NAMESPACE,
     EnrollResult,
@@ -67,6 +84,7 @@ from gallery.types import (
     ReembedReport,
     SequenceInput,
     StoredSequence,
+    SubjectIdProblem,
     SubjectRecord,
     SubjectSummary,
 )
@@ -77,6 +95,7 @@ from gallery.validation import (
     check_display_name,
     check_identifier,
     check_namespace,
+    check_page,
     check_similarity,
     check_threshold,
     check_top_k,
@@ -160,21 +179,43 @@ class Gallery:
         """Subjects ordered by id, `limit` at a time (None = all)."""
         self._check_open()
         namespace = check_namespace(namespace)
-        if offset < 0 or (limit is not None and limit < 0):
-            raise InvalidInputError("offset and limit must be >= 0")
+        offset, limit = check_page(offset, limit)
         with self.store.read() as conn:
             return self.store.subject_summaries(conn, namespace, offset, limit)
 
     def get_subject(self, subject_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> SubjectRecord:
+        """The subject stored under `subject_id` exactly, else under its NFC form."""
         self._check_open()
         namespace = check_namespace(namespace)
-        subject_id = check_identifier(subject_id, "subject_id")
         with self.store.read() as conn:
-            found = self.store.subject_summaries(conn, namespace, 0, 1, subject_id=subject_id)
-            if not found:
-                raise SubjectNotFoundError(subject_id, namespace)
-            sequences = self.store.sequence_records(conn, namespace, subject_id=subject_id)
+            stored_id = self._stored_subject_id(conn, namespace, subject_id)
+            found = self.store.subject_summaries(conn, namespace, 0, 1, subject_id=stored_id)
+            sequences = self.store.sequence_records(conn, namespace, subject_id=stored_id)
         return SubjectRecord(**vars(found[0]), sequences=tuple(sequences))
+
+    def has_subject(self, subject_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        """Whether the subject is enrolled (a cheap check, e.g. before running a pipeline for nothing)."""
+        self._check_open()
+        namespace = check_namespace(namespace)
+        with self.store.read() as conn:
+            return any(self.store.subject_exists(conn, namespace, c) for c in lookup_candidates(subject_id))
+
+    def subject_id_problems(self, namespace: str | None = None) -> list[SubjectIdProblem]:
+        """Stored subject ids that break the subject-id rule (written by older versions), with why.
+        They stay readable and deletable; new enrollments under them are refused."""
+        self._check_open()
+        sql, params = "SELECT namespace, subject_id FROM subjects", ()
+        if namespace is not None:
+            sql, params = sql + " WHERE namespace = ?", (check_namespace(namespace),)
+        rows = self.store.connection().execute(sql + " ORDER BY namespace, subject_id", params).fetchall()
+        return [SubjectIdProblem(ns, sid, problem) for ns, sid in rows
+                if (problem := subject_id_problem(sid)) is not None]
+
+    def _stored_subject_id(self, conn, namespace: str, subject_id: str) -> str:
+        for candidate in lookup_candidates(subject_id):
+            if self.store.subject_exists(conn, namespace, candidate):
+                return candidate
+        raise SubjectNotFoundError(subject_id, namespace)
 
     def get_sequence(self, sequence_id: int, *, namespace: str = DEFAULT_NAMESPACE) -> StoredSequence:
         """A stored sequence with its silhouettes (and depth) decompressed, as model inputs (uint8)."""
@@ -228,17 +269,19 @@ class Gallery:
     # -- mutations --------------------------------------------------------------------------
     def enroll(self, subject_id: str, sequences: Sequence[SequenceInput], *, model_id: str,
                display_name: str | None = None, metadata: Mapping[str, Any] | None = None,
-               namespace: str = DEFAULT_NAMESPACE, if_exists: IfExists = "append") -> EnrollResult:
+               namespace: str = DEFAULT_NAMESPACE, if_exists: IfExists = "append",
+               audit_context: AuditContext | None = None) -> EnrollResult:
         """Enroll one subject with one or more sequences (+ their embeddings by `model_id`), atomically.
 
         if_exists: "append" adds the sequences to an existing subject (display_name / metadata
         replace the stored ones when given), "replace" drops its previous sequences first,
         "error" raises SubjectExistsError. The first enrollment of an empty namespace sets its
-        model; later ones must use it (ModelMismatchError otherwise).
+        model; later ones must use it (ModelMismatchError otherwise). `subject_id` must follow
+        gallery.subject_ids (it is stored NFC-normalised); the audit log records the enrollment.
         """
         self._check_open()
         namespace = check_namespace(namespace)
-        subject_id = check_identifier(subject_id, "subject_id")
+        subject_id = check_new_subject_id(subject_id)
         model_id = check_identifier(model_id, "model_id")
         check_choice(if_exists, IF_EXISTS, "if_exists")
         if display_name is not None:
@@ -272,6 +315,9 @@ class Gallery:
                 new_ids = self.store.insert_sequences(conn, namespace, subject_id, model_id, prepared)
                 foreign_change = row.generation != state.generation
                 bumped = self.store.bump_generation(conn, namespace)
+                audit.append(conn, namespace, audit_context, audit.ENROLLED, subject_id, created=created,
+                             sequence_ids=new_ids, erased_sequence_ids=replaced, model_id=model_id,
+                             if_exists=if_exists)
                 fault_point("enroll:written")
             fault_point("enroll:committed")
             if replaced:
@@ -288,22 +334,26 @@ class Gallery:
         return EnrollResult(namespace=namespace, subject_id=subject_id, sequence_ids=tuple(new_ids),
                             replaced_sequence_ids=tuple(replaced), created=created, generation=bumped.generation)
 
-    def delete_subject(self, subject_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> int:
-        """Remove a subject with its sequences and embeddings from the database and the index;
-        returns how many sequences went. Raises SubjectNotFoundError."""
+    def delete_subject(self, subject_id: str, *, namespace: str = DEFAULT_NAMESPACE,
+                       audit_context: AuditContext | None = None) -> int:
+        """Erase a subject: its sequences (aligned silhouettes, depth), their embeddings and index
+        vectors; returns how many sequences went. The audit entry lists the erased sequence ids.
+        `subject_id` is matched as get_subject matches it. Raises SubjectNotFoundError."""
         self._check_open()
         namespace = check_namespace(namespace)
-        subject_id = check_identifier(subject_id, "subject_id")
+        lookup_candidates(subject_id)  # a malformed id is invalid input, not "not found"
         state = self._indexes.get(namespace)
         with state.lock.gen_wlock():
             with self.store.write() as conn:
-                if not self.store.subject_exists(conn, namespace, subject_id):
-                    raise SubjectNotFoundError(subject_id, namespace)
+                subject_id = self._stored_subject_id(conn, namespace, subject_id)
                 row = self.store.namespace(conn, namespace)
                 sequence_ids = self.store.sequence_ids_of(conn, namespace, subject_id)
                 self.store.delete_subject(conn, namespace, subject_id)
                 foreign_change = row is None or row.generation != state.generation
                 bumped = self.store.bump_generation(conn, namespace)
+                audit.append(conn, namespace, audit_context, audit.DELETED, subject_id,
+                             erased_sequence_ids=sequence_ids,
+                             erased=["aligned sequences", "embeddings", "index vectors", "subject record"])
                 fault_point("delete:written")
             self._indexes.forget_file(state)
             try:
@@ -321,13 +371,61 @@ class Gallery:
         return len(sequence_ids)
 
     def reembed(self, embedder: SequenceEmbedder, *, namespace: str = DEFAULT_NAMESPACE, batch_size: int = 16,
-                progress: Progress | None = None) -> ReembedReport:
+                progress: Progress | None = None, audit_context: AuditContext | None = None) -> ReembedReport:
         """Re-compute every stored sequence's embedding with `embedder` (its `model_id`), then make
         that model the namespace's active one; see gallery.reembedding. `embedder.embed` gets up to
-        `batch_size` sequences per call; progress(done, total) is called after each batch."""
+        `batch_size` sequences per call; progress(done, total) is called after each batch. The
+        switch of models is audited."""
         self._check_open()
         return reembed(self._indexes, embedder, check_namespace(namespace), batch_size=batch_size,
-                       progress=progress)
+                       progress=progress, audit_context=audit_context)
+
+    # -- audit log ----------------------------------------------------------------------------
+    def audit_log(self, *, namespace: str = DEFAULT_NAMESPACE, action: str | None = None,
+                  subject_id: str | None = None, actor: str | None = None, request_id: str | None = None,
+                  since: float | None = None, until: float | None = None, offset: int = 0,
+                  limit: int | None = 100) -> tuple[list[AuditEntry], int]:
+        """The namespace's audit entries matching every filter given (since/until: unix seconds),
+        oldest first, `limit` at a time, and how many match in all."""
+        self._check_open()
+        namespace = check_namespace(namespace)
+        offset, limit = check_page(offset, limit)
+        with self.store.read() as conn:
+            return audit.query(conn, namespace, action=action, subject_id=subject_id, actor=actor,
+                               request_id=request_id, since=since, until=until, offset=offset, limit=limit)
+
+    # -- API keys -----------------------------------------------------------------------------
+    def api_keys(self, namespace: str | None = None) -> list[ApiKeyRecord]:
+        """Every stored key (or those of `namespace`), by name; hashes only, never secrets."""
+        self._check_open()
+        with self.store.read() as conn:
+            return api_keys.all_keys(conn, None if namespace is None else check_namespace(namespace))
+
+    def api_keys_version(self) -> int:
+        """A counter every key change bumps (cheap: servers poll it to reload their key ring)."""
+        self._check_open()
+        return api_keys.version(self.store.connection())
+
+    def add_api_key(self, record: ApiKeyRecord, *, audit_context: AuditContext | None = None) -> ApiKeyRecord:
+        """Store a key (audited); ApiKeyExistsError when its name or secret is taken."""
+        self._check_open()
+        with self.store.write() as conn:
+            return api_keys.add(conn, record, audit_context)
+
+    def remove_api_key(self, name: str, *, namespace: str, audit_context: AuditContext | None = None,
+                       allowed_sources: tuple[str, ...] = ("api",)) -> ApiKeyRecord:
+        """Remove the key `name` of `namespace` (audited); see gallery.api_keys.remove."""
+        self._check_open()
+        with self.store.write() as conn:
+            return api_keys.remove(conn, name, check_namespace(namespace), audit_context, allowed_sources)
+
+    def sync_configured_keys(self, records: Sequence[ApiKeyRecord], *,
+                             audit_context: AuditContext | None = None) -> list[str]:
+        """Make the operator's keys (file/env) exactly `records`, auditing each change; see
+        gallery.api_keys.sync."""
+        self._check_open()
+        with self.store.write() as conn:
+            return api_keys.sync(conn, records, audit_context)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -2,8 +2,8 @@
 
 New embeddings are committed in batches next to the old ones, so searches keep using the old
 model meanwhile and an interrupted run resumes where it stopped. The switch to the new model,
-which drops the old embeddings and rebuilds the index, is one transaction; sequences enrolled
-with the old model while this runs are embedded too before the switch.
+which drops the old embeddings and rebuilds the index, is one transaction, and it appends the
+audit entry; sequences enrolled with the old model while this runs are embedded too before the switch.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 
 from gaitid.contract import ModelInput, SequenceEmbedder
+from gallery import audit
+from gallery.audit import AuditContext
 from gallery.errors import InvalidInputError
 from gallery.namespace_indexes import NamespaceIndexes
 from gallery.namespace_state import NamespaceState
@@ -23,7 +25,7 @@ Progress = Callable[[int, int], None]  # (sequences embedded so far, sequences t
 
 
 def reembed(indexes: NamespaceIndexes, embedder: SequenceEmbedder, namespace: str, *, batch_size: int,
-            progress: Progress | None = None) -> ReembedReport:
+            progress: Progress | None = None, audit_context: AuditContext | None = None) -> ReembedReport:
     """Embed every stored sequence of `namespace` with `embedder`, then make its model the active one."""
     if not isinstance(embedder, SequenceEmbedder):
         raise InvalidInputError(f"embedder must follow gaitid.contract.SequenceEmbedder "
@@ -50,7 +52,7 @@ def reembed(indexes: NamespaceIndexes, embedder: SequenceEmbedder, namespace: st
             missing = store.sequences_missing(conn, namespace, model_id, batch_size)
             arrays = [store.sequence_arrays(conn, i) for i in missing]
         if not missing:
-            activated = _activate_model(indexes, state, model_id)
+            activated = _activate_model(indexes, state, model_id, old_model, audit_context)
             if activated is not None:
                 return ReembedReport(namespace, old_model, model_id, embedded, activated,
                                      time.perf_counter() - started)
@@ -68,7 +70,8 @@ def reembed(indexes: NamespaceIndexes, embedder: SequenceEmbedder, namespace: st
             progress(embedded, max(total, embedded))
 
 
-def _activate_model(indexes: NamespaceIndexes, state: NamespaceState, model_id: str) -> int | None:
+def _activate_model(indexes: NamespaceIndexes, state: NamespaceState, model_id: str, old_model_id: str | None,
+                    audit_context: AuditContext | None) -> int | None:
     """Switch the namespace to `model_id` if every sequence has its embedding; returns the number
     of sequences, or None when some are still missing."""
     store = indexes.store
@@ -83,6 +86,8 @@ def _activate_model(indexes: NamespaceIndexes, state: NamespaceState, model_id: 
             store.drop_other_embeddings(conn, state.name, model_id)
             store.bump_generation(conn, state.name)
             _, sequences = store.counts(conn, state.name)
+            audit.append(conn, state.name, audit_context, audit.REEMBEDDED, old_model_id=old_model_id,
+                         new_model_id=model_id, sequences=sequences)
             fault_point("reembed:activating")
         indexes.forget_file(state)
         indexes.reload(state, persist=True)

@@ -5,7 +5,13 @@ their enrolled sequences (silhouettes and optional depth, compressed, so the gal
 re-embedded with a new model without the original footage), the raw (C, P) embeddings each
 model made of them, timestamps, and per namespace the active model and a generation counter that
 every change to the searchable vectors bumps inside the same transaction. The FAISS index records
-the generation it reflects; a mismatch means "rebuild from here".
+the generation it reflects; a mismatch means "rebuild from here". Beside them: the audit log
+(gallery.audit) and the API keys (gallery.api_keys), written in the same transactions as the changes
+they record.
+
+Schema versions: 1 (first release), 2 (+ audit_log, api_keys). A version-1 database is upgraded in
+place when opened (the new tables are added; nothing else changes); code of version 1 refuses a
+version-2 database, so an old binary can never change data without auditing it.
 
 Durability: WAL journal, synchronous=FULL (a committed enrollment survives power loss), foreign
 keys on, secure_delete on (a deleted subject's footage and embeddings are overwritten, not left in
@@ -18,7 +24,6 @@ all transactions are explicit (`isolation_level=None` + BEGIN/COMMIT).
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 import threading
 import time
@@ -34,9 +39,12 @@ from typing import Any
 import numpy as np
 
 from gaitid.contract import quantise_depth
+from gallery import api_keys, audit
+from gallery.metadata import stored_metadata
 from gallery.types import SequenceRecord, SubjectSummary
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+UPGRADABLE_FROM = (1,)  # versions whose databases this code upgrades when it opens them
 
 # Test seam for crash-safety tests: called with a point name ("enroll:written" inside the
 # enrollment transaction before COMMIT, "enroll:committed" right after it, "delete:written",
@@ -97,7 +105,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     UNIQUE (sequence_id, model_id)
 );
 CREATE INDEX IF NOT EXISTS embeddings_by_model ON embeddings(model_id, sequence_id);
-"""
+""" + audit.SCHEMA + api_keys.SCHEMA
 
 
 def encode_array(array: np.ndarray) -> bytes:
@@ -226,6 +234,8 @@ class Store:
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 conn.execute("INSERT INTO meta VALUES ('instance_id', ?)", (uuid.uuid4().hex,))
+            elif int(row[0]) in UPGRADABLE_FROM:  # the tables it lacked were just created
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has gallery schema {row[0]}, this code reads {SCHEMA_VERSION}")
 
@@ -328,7 +338,7 @@ class Store:
         sql += " ORDER BY s.subject_id LIMIT ? OFFSET ?"
         params += [-1 if limit is None else limit, offset]
         return [
-            SubjectSummary(namespace=r[0], subject_id=r[1], display_name=r[2], metadata=json.loads(r[3]),
+            SubjectSummary(namespace=r[0], subject_id=r[1], display_name=r[2], metadata=stored_metadata(r[3]),
                            sequence_count=int(r[4]), created_at=_to_datetime(r[5]), updated_at=_to_datetime(r[6]))
             for r in conn.execute(sql, params)
         ]
@@ -386,7 +396,7 @@ class Store:
         return [
             SequenceRecord(sequence_id=int(r[0]), subject_id=r[1], frames=int(r[2]), has_depth=bool(r[3]),
                            model_ids=tuple(sorted(r[6].split("\x1f"))) if r[6] else (),
-                           metadata=json.loads(r[4]), created_at=_to_datetime(r[5]))
+                           metadata=stored_metadata(r[4]), created_at=_to_datetime(r[5]))
             for r in conn.execute(sql, params)
         ]
 

@@ -80,6 +80,15 @@ class SubjectRecord(SubjectSummary):
 
 
 @dataclass(frozen=True)
+class SubjectIdProblem:
+    """A stored subject id that breaks today's subject-id rule (gallery.subject_ids), and why."""
+
+    namespace: str
+    subject_id: str
+    problem: str
+
+
+@dataclass(frozen=True)
 class Candidate:
     """One enrolled subject proposed for a query, scored by its best-matching sequence."""
 

@@ -1,16 +1,17 @@
-"""Validation of what callers hand the gallery: names, ids, numbers, metadata, embeddings, sequences.
+"""Validation of what callers hand the gallery: names, ids, numbers, pages, metadata, embeddings, sequences.
 
-Every check raises InvalidInputError saying which argument is wrong and why. Array layouts and the
-similarity are the embedding-model contract's (gaitid.contract); its ContractError is reported as
-InvalidInputError here, so callers of the gallery see one error type for bad input.
+Every check raises InvalidInputError (or a subclass with its own code) saying which argument is
+wrong and why. Subject ids follow their own rule (gallery.subject_ids), metadata its bounds
+(gallery.metadata). Array layouts and the similarity are the embedding-model contract's
+(gaitid.contract); its ContractError is reported as InvalidInputError here, so callers of the
+gallery see one error type for bad input.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,14 +19,17 @@ import numpy as np
 
 from gaitid.contract import ContractError, ModelInput, Similarity, as_embedding_batch, search_vectors
 from gallery.errors import InvalidInputError
+from gallery.metadata import json_object
 from gallery.store import NewSequence, encode_array
+from gallery.subject_ids import MAX_ID_CHARS
 from gallery.types import IfExists, IndexKind, SequenceInput
 
 # Namespace names become file names (index/<namespace>.faiss): a conservative alphabet, no paths.
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-MAX_ID_CHARS = 128
 MAX_DISPLAY_NAME_CHARS = 256
-MAX_METADATA_BYTES = 64 * 1024
+# Paging: SQLite takes signed 64-bit integers; no gallery comes near a billion rows.
+MAX_PAGE_OFFSET = 1_000_000_000
+MAX_INT64 = 2**63 - 1
 INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "fp16")
 IF_EXISTS: tuple[IfExists, ...] = ("append", "replace", "error")
 
@@ -54,9 +58,25 @@ def check_identifier(value: str, what: str) -> str:
     return value
 
 
+def check_page(offset: int, limit: int | None) -> tuple[int, int | None]:
+    """0 <= offset <= MAX_PAGE_OFFSET, limit None (all) or 0 <= limit <= 2**63-1."""
+    for name, value in (("offset", offset), ("limit", limit)):
+        if value is None and name == "limit":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+    if not 0 <= offset <= MAX_PAGE_OFFSET:
+        raise InvalidInputError(f"offset must be between 0 and {MAX_PAGE_OFFSET}, got {offset}")
+    if limit is not None and not 0 <= limit <= MAX_INT64:
+        raise InvalidInputError(f"limit must be between 0 and {MAX_INT64}, got {limit}")
+    return int(offset), None if limit is None else int(limit)
+
+
 def check_display_name(value: str) -> str:
     if not isinstance(value, str) or len(value) > MAX_DISPLAY_NAME_CHARS:
         raise InvalidInputError(f"display_name must be a string of at most {MAX_DISPLAY_NAME_CHARS} chars")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise InvalidInputError("display_name must not contain control characters or unpaired surrogates")
     return value
 
 
@@ -90,19 +110,6 @@ def embedding_batch(embeddings: np.ndarray, expected_shape: tuple[int, int] | No
     """One (C, P) or several (N, C, P) embeddings -> validated float32 (N, C, P)."""
     with contract_errors_as_invalid_input(where):
         return as_embedding_batch(embeddings, expected_shape)
-
-
-def json_object(value: Mapping[str, Any], what: str) -> str:
-    """`value` as canonical JSON text (a mapping, serialisable, at most MAX_METADATA_BYTES)."""
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(f"{what} must be a JSON object (mapping), got {type(value).__name__}")
-    try:
-        text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{what} is not JSON-serialisable: {exc}") from exc
-    if len(text.encode()) > MAX_METADATA_BYTES:
-        raise InvalidInputError(f"{what} is larger than {MAX_METADATA_BYTES} bytes as JSON")
-    return text
 
 
 def prepare_sequences(sequences: Sequence[SequenceInput]) -> list[NewSequence]:

@@ -15,10 +15,12 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from service.auth import KeyRing
 from service.errors import add_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.middleware import BodyLimitMiddleware, UploadAuthMiddleware, max_body_bytes
-from service.routers import enroll, health, identify, subjects
+from service.middleware import BodyLimitMiddleware, RequestIdMiddleware, UploadAuthMiddleware, max_body_bytes
+from service.openapi import install_openapi
+from service.routers import admin, audit, enroll, galleries, health, identify, keys, subjects
 from service.settings import Settings, get_settings
 from service.startup import start_services, stop_services
 from service.state import ServiceState
@@ -27,7 +29,7 @@ from service.state import ServiceState
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = ServiceMetrics()
-    state = ServiceState(settings=settings, metrics=metrics,
+    state = ServiceState(settings=settings, metrics=metrics, keyring=KeyRing.from_settings(settings.http),
                          clip_limiter=anyio.CapacityLimiter(settings.http.max_concurrent_clips))
 
     @asynccontextmanager
@@ -43,19 +45,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Identify people by the way they walk.",
         description=(
             "Enroll people from short walking clips, then identify everyone walking in a new clip. "
-            "Send your API key in the `X-API-Key` header when the server has keys; each key has its own "
-            "gallery. Errors answer `{\"error\": code, \"message\": ..., \"details\": {...}}`."
+            "Send your API key in the `X-API-Key` header when the server has keys; a key opens one gallery "
+            "with one role (read, enroll or admin). Errors answer `{\"error\": code, \"message\": ..., "
+            "\"details\": {...}}`; every answer carries an `X-Request-ID` header."
         ),
         version=health.package_version(),
         lifespan=lifespan,
     )
     app.state.gaitid = state
-    for router in (enroll.router, identify.router, subjects.router, health.router):
+    for router in (enroll.router, identify.router, subjects.router, galleries.router, keys.router, audit.router,
+                   admin.router, health.router):
         app.include_router(router)
     add_error_handlers(app)
-    # The last added runs first: metrics see every answer (a 401 or 413 included); the key is checked
-    # before the body limit, which counts the body as the route's parser reads it.
+    install_openapi(app, state.keyring)
+    # The last added runs first: the request id wraps everything (it answers unhandled errors); metrics
+    # see every answer (a 401 or 413 included); the key is checked before the body limit, which counts
+    # the body as the route's parser reads it.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes(settings.http.max_upload_mb))
-    app.add_middleware(UploadAuthMiddleware, keys=state.api_keys)
+    app.add_middleware(UploadAuthMiddleware, keyring=state.keyring)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -3,11 +3,14 @@
 
 The parts raise their own typed errors (the pipeline's, the gallery's) and know nothing of HTTP;
 routes raise `ApiError` for what only the HTTP layer can judge (a field, a key, an upload).
+
+A tenant never reads another tenant's internal ids: gallery errors are worded here without the
+namespace they name (`public_message`). Errors nobody expected are answered 500 by
+service.middleware.RequestIdMiddleware, which logs each once with the request id the answer carries.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +20,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gallery import (
+    ApiKeyExistsError,
+    ApiKeyNotFoundError,
+    ApiKeyNotRemovableError,
     GalleryClosedError,
     GalleryError,
     InvalidInputError,
+    InvalidMetadataError,
+    InvalidSubjectIdError,
     ModelMismatchError,
     SequenceNotFoundError,
     SubjectExistsError,
@@ -33,8 +41,6 @@ from service.pipeline.errors import (
     PipelineError,
     TooFewFramesError,
 )
-
-log = logging.getLogger("gaitid.service")
 
 
 class ApiError(Exception):
@@ -60,12 +66,20 @@ STATUS: dict[type[Exception], int] = {
     ModelNotFoundError: 503,
     GalleryError: 500,
     InvalidInputError: 422,
+    InvalidSubjectIdError: 422,
+    InvalidMetadataError: 422,
     SubjectNotFoundError: 404,
     SequenceNotFoundError: 404,
     SubjectExistsError: 409,
     ModelMismatchError: 409,
     GalleryClosedError: 503,
+    ApiKeyExistsError: 409,
+    ApiKeyNotFoundError: 404,
+    ApiKeyNotRemovableError: 409,
 }
+
+# Codes of the HTTP errors Starlette and FastAPI raise themselves.
+HTTP_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "upload_too_large"}
 
 
 def status_of(error: Exception) -> int:
@@ -74,6 +88,22 @@ def status_of(error: Exception) -> int:
         if cls in STATUS:
             return STATUS[cls]
     return 500
+
+
+def public_message(error: GalleryError) -> str:
+    """The error's message as a tenant may read it: "your gallery", never a namespace name."""
+    if isinstance(error, SubjectNotFoundError):
+        return f"Subject {error.subject_id!r} is not enrolled in your gallery."
+    if isinstance(error, SubjectExistsError):
+        return f"Subject {error.subject_id!r} is already enrolled in your gallery (if_exists=error)."
+    if isinstance(error, SequenceNotFoundError):
+        return f"Sequence {error.sequence_id} does not exist in your gallery."
+    if isinstance(error, ModelMismatchError):
+        return (f"Your gallery holds embeddings of model {error.gallery_model_id!r}, not {error.model_id!r}: "
+                "an admin re-embeds it (POST /reembed, or `gaitid reembed`), or the server uses the gallery's model.")
+    if isinstance(error, ApiKeyNotFoundError):
+        return f"No API key named {error.name!r} opens your gallery."
+    return str(error)
 
 
 def error_response(status: int, code: str, message: str, details: Mapping[str, Any] | None = None,
@@ -93,7 +123,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GalleryError)
     async def gallery_error(_: Request, exc: GalleryError) -> JSONResponse:
-        return error_response(status_of(exc), exc.code, str(exc))
+        return error_response(status_of(exc), exc.code, public_message(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -107,15 +137,11 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large"}
-        return error_response(exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail),
-                              headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error",
-                              "Something went wrong on the server; the server log has the details.")
+        code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        message = str(exc.detail)
+        if exc.status_code == 400:
+            message = f"The request body cannot be parsed ({exc.detail}): send multipart/form-data or JSON as documented."
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
 
 def _jsonable(details: Mapping[str, Any]) -> dict[str, Any]:

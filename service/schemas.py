@@ -1,16 +1,28 @@
 """Request and response bodies of the HTTP API (pydantic), and their builders from pipeline and
 gallery records. Times are in milliseconds, boxes are [x1, y1, x2, y2] pixels of the upright video
-as decoded (see `video.size`), frame indices refer to the source stream."""
+as decoded (see `video.size`), frame indices refer to the source stream, instants are UTC."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from gallery import Candidate, Identification, SequenceRecord, SubjectRecord, SubjectSummary
+from gallery import (
+    ROLES,
+    ApiKeyRecord,
+    AuditEntry,
+    Candidate,
+    GalleryStatus,
+    Identification,
+    SequenceRecord,
+    SubjectIdProblem,
+    SubjectRecord,
+    SubjectSummary,
+)
+from gallery.api_keys import KEY_NAME_PATTERN, Role
 from service.pipeline.pipeline import ClipResult
 from service.pipeline.types import AlignedSequence
 
@@ -127,7 +139,74 @@ class SubjectList(BaseModel):
 
 class DeleteResponse(BaseModel):
     subject_id: str
-    deleted_sequences: int
+    deleted_sequences: int = Field(description="sequences erased with their embeddings and index vectors")
+
+
+class SubjectIdProblemOut(BaseModel):
+    subject_id: str
+    problem: str = Field(description="why the id breaks the subject-id rule")
+
+
+class SubjectIdProblems(BaseModel):
+    problems: list[SubjectIdProblemOut]
+
+
+# -- the caller's gallery, its keys and audit log -------------------------------------------------------
+class GalleryOut(BaseModel):
+    gallery: str = Field(description="the gallery your key opens")
+    role: Role = Field(description="what your key may do there")
+    subjects: int
+    sequences: int
+    model_id: str | None = Field(description="model of the stored embeddings (null while empty)")
+    server_model_id: str | None = Field(description="model this server embeds with (null: not loaded)")
+    needs_reembed: bool = Field(description="true when the two differ: an admin re-embeds (POST /gallery/reembed)")
+
+
+class ReembedResponse(BaseModel):
+    old_model_id: str | None
+    new_model_id: str
+    embedded: int = Field(description="sequences embedded by this request")
+    sequences: int = Field(description="sequences in the gallery when the new model took over")
+    seconds: float
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(pattern=KEY_NAME_PATTERN.pattern, description="shown in the audit log in place of the key")
+    role: Role
+
+
+class KeyOut(BaseModel):
+    name: str
+    role: Role
+    source: str = Field(description="api (made over HTTP) | file | env (the operator's configuration)")
+    created_at: datetime
+    created_by: str
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="the key to send in X-API-Key; shown once, stored only as its sha256")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+    roles: list[str] = Field(default=list(ROLES), description="each role includes the ones before it")
+
+
+class AuditEntryOut(BaseModel):
+    entry_id: int
+    at: datetime
+    actor: str = Field(description="the API key's name (never the key), or who acted outside HTTP")
+    action: str
+    subject_id: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntryOut] = Field(description="oldest first")
+    total: int = Field(description="entries matching the filters")
+    offset: int
+    limit: int
 
 
 # -- health ---------------------------------------------------------------------------------------
@@ -210,3 +289,23 @@ def subject_out(summary: SubjectSummary) -> SubjectOut:
 
 def subject_detail(record: SubjectRecord) -> SubjectDetail:
     return SubjectDetail(**subject_out(record).model_dump(), sequences=[sequence_out(s) for s in record.sequences])
+
+
+def subject_id_problem_out(problem: SubjectIdProblem) -> SubjectIdProblemOut:
+    return SubjectIdProblemOut(subject_id=problem.subject_id, problem=problem.problem)
+
+
+def gallery_out(status: GalleryStatus, role: str, server_model_id: str | None) -> GalleryOut:
+    return GalleryOut(gallery=status.namespace, role=role, subjects=status.subjects, sequences=status.sequences,
+                      model_id=status.model_id, server_model_id=server_model_id,
+                      needs_reembed=server_model_id is not None and status.needs_reembed(server_model_id))
+
+
+def key_out(record: ApiKeyRecord) -> KeyOut:
+    return KeyOut(name=record.name, role=record.role, source=record.source,
+                  created_at=datetime.fromtimestamp(record.created_at, tz=timezone.utc), created_by=record.created_by)
+
+
+def audit_entry_out(entry: AuditEntry) -> AuditEntryOut:
+    return AuditEntryOut(entry_id=entry.entry_id, at=entry.at, actor=entry.actor, action=entry.action,
+                         subject_id=entry.subject_id, request_id=entry.request_id, details=entry.details)

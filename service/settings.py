@@ -3,7 +3,8 @@ GAITID_, or a .env file) here, in `load_settings`:
 
 - `pipeline`: `service.pipeline.config.PipelineSettings` (models, segmenter, decode/track limits);
 - `gallery`: where the gallery lives and how its answers are decided (top-k, open-set threshold);
-- `http`: what the HTTP server accepts (upload size, API keys, concurrency, embedding batching).
+- `http`: what the HTTP server accepts (upload size, API keys and the keys file, concurrency,
+  embedding batching).
 
 Variable names are the field names, flat (GAITID_MAX_FRAMES, GAITID_API_KEYS...), whatever part
 holds the field.
@@ -45,8 +46,13 @@ class HttpSettings(BaseSettings):
     model_config = ENV_CONFIG
 
     max_upload_mb: float = Field(200.0, gt=0, description="largest video upload")
-    # Comma-separated API keys; empty disables authentication (the embedded single-user default).
+    # Comma-separated API keys of the first releases: each opens its own gallery (named by 16 hex digits
+    # of the key's sha256) with role admin. Prefer keys_file. No keys anywhere = no authentication
+    # (the embedded single-user default: everyone is admin of the gallery "default").
     api_keys: str = ""
+    # TOML file of API keys (name, gallery, role, sha256 of the secret), edited by the operator and read
+    # at start-up; its format is in service.auth. `gaitid keys new` makes an entry.
+    keys_file: Path | None = Field(None, description="the operator's API keys file (TOML)")
     # Each clip in flight holds its decoded frames (up to max_frames x max_side^2 x 3 bytes), so this
     # bounds memory as well as CPU.
     max_concurrent_clips: int = Field(2, ge=1, description="clips processed at once; more requests wait")

@@ -1,5 +1,6 @@
 """Startup and shutdown of the service: load the embedding model, build the clip pipeline, open
-the gallery. Nothing here stops the process: each component that cannot be loaded becomes a failed
+the gallery, put the API keys in it (service.auth) and report stored subject ids that break today's
+rule. Nothing here stops the process: each component that cannot be loaded becomes a failed
 readiness check saying what is missing and what fixes it (GET /readyz reports them)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import logging
 
 from gaitid.contract import SequenceEmbedder
 from gallery import Gallery
+from service.auth import start_key_ring
 from service.batching import EmbeddingBatcher
 from service.pipeline.config import MODEL_FIX, missing_model
 from service.pipeline.embed import OnnxEmbedder
@@ -20,9 +22,12 @@ log = logging.getLogger("gaitid.service")
 def start_services(state: ServiceState) -> None:
     """Load what the settings ask for; record a readiness check per component instead of failing."""
     embedder = load_embedder(state)
+    state.embedder = embedder
     if embedder is not None:
         build_clip_pipeline(state, embedder)
     open_gallery(state, embedder)
+    if state.gallery is not None:
+        start_tenancy(state, state.gallery)
 
 
 def stop_services(state: ServiceState) -> None:
@@ -118,6 +123,39 @@ def open_gallery(state: ServiceState, embedder: SequenceEmbedder | None) -> None
     state.gallery = gallery
     state.closers.insert(0, gallery)  # closed last: the batcher and pipeline stop first
     state.metrics.watch_gallery(lambda: _gallery_sizes(gallery))
+
+
+MAX_LOGGED_PROBLEMS = 100
+
+
+def start_tenancy(state: ServiceState, gallery: Gallery) -> None:
+    """The API keys into the gallery (audited), and the stored subject ids an older version accepted
+    that break today's rule (gallery.subject_ids), both logged; /readyz shows counts only."""
+    if state.keyring.error is not None:
+        state.checks.append(ReadinessCheck("api_keys", False, state.keyring.error,
+                                           "fix the keys file (GAITID_KEYS_FILE), then restart"))
+    else:
+        try:
+            state.checks.append(ReadinessCheck("api_keys", True, start_key_ring(state.keyring, gallery)))
+        except Exception as error:
+            log.exception("storing the configured API keys failed")
+            state.checks.append(ReadinessCheck("api_keys", False, f"the configured keys cannot be stored: {error}",
+                                               "fix the keys file (GAITID_KEYS_FILE), then restart"))
+    problems = gallery.subject_id_problems()
+    if problems:
+        log.warning(
+            "%d stored subject ids break the subject-id rule (gallery/subject_ids.py). They stay readable and "
+            "deletable with an admin key through GET/DELETE /admin/subject?subject_id=..., or "
+            "`gaitid subjects list-invalid` / `gaitid subjects delete`; new enrollments under them are refused:",
+            len(problems))
+        for problem in problems[:MAX_LOGGED_PROBLEMS]:
+            log.warning("  gallery %r, subject %r: %s", problem.namespace, problem.subject_id, problem.problem)
+        if len(problems) > MAX_LOGGED_PROBLEMS:
+            log.warning("  ... and %d more (`gaitid subjects list-invalid` lists all)", len(problems) - MAX_LOGGED_PROBLEMS)
+    state.checks.append(ReadinessCheck(
+        "subject_ids", True,
+        f"{len(problems)} stored subject ids break the subject-id rule (see the log)" if problems
+        else "every stored subject id follows the subject-id rule"))
 
 
 def _gallery_sizes(gallery: Gallery):

@@ -1,5 +1,6 @@
-"""What the app builds once at startup and every request reads: settings, metrics, the clip
-pipeline, the gallery, and the readiness checks that say what could not be loaded."""
+"""What the app builds once at startup and every request reads: settings, metrics, the API key ring,
+the embedding model, the clip pipeline, the gallery, and the readiness checks that say what could
+not be loaded."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import anyio
 
+from gaitid.contract import SequenceEmbedder
 from gallery import Gallery
+from service.auth import KeyRing
 from service.metrics import ServiceMetrics
 from service.pipeline.pipeline import ClipProcessor
 from service.settings import Settings
@@ -29,15 +32,13 @@ class ServiceState:
     settings: Settings
     metrics: ServiceMetrics
     clip_limiter: anyio.CapacityLimiter
+    keyring: KeyRing = field(default_factory=KeyRing)  # no keys: authentication off
+    embedder: SequenceEmbedder | None = None  # the loaded embedding model (re-embedding uses it)
     pipeline: ClipProcessor | None = None
     gallery: Gallery | None = None
     # Startup checks (model files, pipeline construction); gallery health is checked live.
     checks: list[ReadinessCheck] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)  # objects with close(), closed in reverse order
-
-    @property
-    def api_keys(self) -> tuple[bytes, ...]:
-        return self.settings.http.api_key_bytes
 
     def not_ready_message(self, component: str) -> str:
         failed = [c for c in self.checks if not c.ok]

@@ -1,4 +1,5 @@
-"""POST /identify: who is walking in a clip? One answer per person track."""
+"""POST /identify: who is walking in a clip? One answer per person track (any role). A gallery of
+another model is refused before the clip pipeline runs."""
 
 from __future__ import annotations
 
@@ -10,25 +11,32 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
-from service.deps import ClipLimiterDep, GalleryDep, MetricsDep, NamespaceDep, PipelineDep, SettingsDep
-from service.routers.clips import process_upload
+from gallery import ModelMismatchError
+from service.deps import (
+    ClipLimiterDep,
+    GalleryDep,
+    MetricsDep,
+    PipelineDep,
+    ReaderDep,
+    SettingsDep,
+    pipeline_model_id,
+)
+from service.routers.clips import check_upload, process_upload
 from service.schemas import IdentifyResponse, error_responses, ms, track_identification, video_info
 
 router = APIRouter(tags=["identify"])
 
 _ERRORS = error_responses({
-    401: "missing or invalid API key",
     409: "the gallery holds embeddings of another model (re-embed it)",
     413: "upload or clip too long",
     415: "not a video this server can decode",
     422: "invalid field, nobody walking, or too few frames",
-    503: "models or gallery not ready (see /readyz)",
 })
 
 
 @router.post("/identify", response_model=IdentifyResponse, responses=_ERRORS)
 async def identify(
-    namespace: NamespaceDep,  # first: a caller without a valid key learns nothing else
+    caller: ReaderDep,  # first: a caller without a valid key learns nothing else
     settings: SettingsDep,
     pipeline: PipelineDep,
     gallery: GalleryDep,
@@ -45,6 +53,12 @@ async def identify(
     started = time.perf_counter()
     k = top_k or settings.gallery.top_k
     decision_threshold = settings.gallery.unknown_threshold if threshold is None else threshold
+    namespace = caller.gallery
+    check_upload(video, settings.http)
+    if (model_id := pipeline_model_id(pipeline)) is not None:
+        status = await anyio.to_thread.run_sync(gallery.status, namespace)
+        if status.needs_reembed(model_id):
+            raise ModelMismatchError(namespace, str(status.model_id), model_id)
     result, extra = await process_upload(video, settings.http, pipeline, limiter, metrics)
     queries = np.stack([result.embeddings[s.track_id] for s in result.sequences])
     search_started = time.perf_counter()

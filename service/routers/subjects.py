@@ -1,4 +1,9 @@
-"""GET /subjects, GET /subjects/{id}, DELETE /subjects/{id}: the caller's enrolled subjects."""
+"""GET /subjects, GET /subjects/{id} (any role), DELETE /subjects/{id} (admin): the caller's enrolled
+subjects. A deletion erases the subject's sequences, embeddings and index vectors, and is audited.
+
+`{subject_id}` is one path segment, matched exactly, then by its NFC form. Ids stored by older
+versions that no URL path can carry (with `/`, `..`, control characters) are reached through
+/admin/subject?subject_id=... (service.routers.admin)."""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ from functools import partial
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
-from service.deps import GalleryDep, NamespaceDep
+from gallery import MAX_PAGE_OFFSET, AuditContext, Gallery
+from gallery.subject_ids import MAX_LOOKUP_CHARS
+from service.deps import AdminDep, AuditDep, GalleryDep, ReaderDep
 from service.schemas import (
     DeleteResponse,
     SubjectDetail,
@@ -20,35 +27,45 @@ from service.schemas import (
 
 router = APIRouter(prefix="/subjects", tags=["subjects"])
 
-_NOT_FOUND = error_responses({401: "missing or invalid API key", 404: "no such subject in your gallery"})
+MAX_PAGE = 1000
+_NOT_FOUND = error_responses({404: "no such subject in your gallery", 422: "invalid subject id"})
+SubjectIdPath = Annotated[str, Path(min_length=1, max_length=MAX_LOOKUP_CHARS)]
 
 
-@router.get("", response_model=SubjectList, responses={401: _NOT_FOUND[401]})
+@router.get("", response_model=SubjectList, responses=error_responses({422: "offset or limit out of bounds"}))
 async def list_subjects(
-    namespace: NamespaceDep,
+    caller: ReaderDep,
     gallery: GalleryDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> SubjectList:
     """Enrolled subjects ordered by id, `limit` at a time."""
     summaries = await anyio.to_thread.run_sync(
-        partial(gallery.list_subjects, namespace=namespace, offset=offset, limit=limit)
+        partial(gallery.list_subjects, namespace=caller.gallery, offset=offset, limit=limit)
     )
-    status = await anyio.to_thread.run_sync(gallery.status, namespace)
+    status = await anyio.to_thread.run_sync(gallery.status, caller.gallery)
     return SubjectList(subjects=[subject_out(s) for s in summaries], total=status.subjects, offset=offset,
                        limit=limit)
 
 
-# `:path` so that ids containing "/" (allowed by the gallery) can be addressed, URL-encoded or not.
-@router.get("/{subject_id:path}", response_model=SubjectDetail, responses=_NOT_FOUND)
-async def get_subject(subject_id: str, namespace: NamespaceDep, gallery: GalleryDep) -> SubjectDetail:
+@router.get("/{subject_id}", response_model=SubjectDetail, responses=_NOT_FOUND)
+async def get_subject(subject_id: SubjectIdPath, caller: ReaderDep, gallery: GalleryDep) -> SubjectDetail:
     """One subject with its enrolled sequences."""
-    record = await anyio.to_thread.run_sync(partial(gallery.get_subject, subject_id, namespace=namespace))
+    record = await anyio.to_thread.run_sync(partial(gallery.get_subject, subject_id, namespace=caller.gallery))
     return subject_detail(record)
 
 
-@router.delete("/{subject_id:path}", response_model=DeleteResponse, responses=_NOT_FOUND)
-async def delete_subject(subject_id: str, namespace: NamespaceDep, gallery: GalleryDep) -> DeleteResponse:
-    """Remove the subject, its sequences and embeddings (from the database and the index)."""
-    deleted = await anyio.to_thread.run_sync(partial(gallery.delete_subject, subject_id, namespace=namespace))
-    return DeleteResponse(subject_id=subject_id, deleted_sequences=deleted)
+@router.delete("/{subject_id}", response_model=DeleteResponse, responses=_NOT_FOUND)
+async def delete_subject(subject_id: SubjectIdPath, caller: AdminDep, audit_context: AuditDep,
+                         gallery: GalleryDep) -> DeleteResponse:
+    """Erase the subject: its sequences (aligned silhouettes and depth), their embeddings and index
+    vectors. The audit log records the erasure."""
+    return await erase(gallery, subject_id, caller.gallery, audit_context)
+
+
+async def erase(gallery: Gallery, subject_id: str, namespace: str, audit_context: AuditContext) -> DeleteResponse:
+    """Delete and answer with the id as stored (the look-up may have matched its NFC form)."""
+    stored = await anyio.to_thread.run_sync(partial(gallery.get_subject, subject_id, namespace=namespace))
+    deleted = await anyio.to_thread.run_sync(partial(
+        gallery.delete_subject, stored.subject_id, namespace=namespace, audit_context=audit_context))
+    return DeleteResponse(subject_id=stored.subject_id, deleted_sequences=deleted)
