@@ -23,6 +23,10 @@ part's C-vector, in [-1, 1]. Each part is L2-normalised, laid out part-major and
 so the inner product of two search vectors *is* that mean (exactly, up to float32 rounding; for
 P = 16 the scale is a power of two and adds no rounding). A part of zero norm contributes 0.
 
+Open-set threshold. `open_set_threshold` is the similarity below which the model's answer should be
+"unknown", as measured by `gaitid calibrate --write-threshold` on subjects the model never trained on
+(None if never calibrated); the service uses it unless GAITID_UNKNOWN_THRESHOLD says otherwise.
+
 Model id. The first 16 hex digits of the file's sha256: embeddings of different models are never
 compared (the gallery tags every vector with it).
 
@@ -81,6 +85,7 @@ class EmbeddingModelMetadata(BaseModel):
     embedding_parts: int = 16  # P
     embedding_feature: str = "pre-bnneck"  # which feature `embedding` is (informative)
     similarity: Similarity = "part-cosine"
+    open_set_threshold: float | None = None  # from calibration; the service's default threshold
     training_data: str = ""
     git_commit: str = ""
     # Where the weights came from: config name, source checkpoint sha256, the metric the source

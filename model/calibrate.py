@@ -46,3 +46,30 @@ def calibrate_on_dataset(
         np.savez(save_embeddings, embeddings=embedded.embeddings, labels=labels, gallery=gallery_mask)
     return calibrate(embedded.embeddings, labels, gallery_mask=gallery_mask, target_far=target_far,
                      similarity=embedder.metadata.similarity)
+
+
+def write_threshold(model_path: str | Path, report: CalibrationReport, *, dataset: str) -> float:
+    """Store the calibrated threshold (at the report's target FPIR) in an ONNX model's metadata, with
+    what it was measured on, so the service uses it by default. Rewrites the file atomically: its model
+    id (file hash) changes, so do this before the model enrolls anyone."""
+    import onnx
+
+    from gaitid.contract import read_metadata, write_metadata
+
+    path = Path(model_path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"the threshold is written into an exported model (.onnx), not {path.name}")
+    metadata = read_metadata(path)
+    summary = report.summary()
+    metadata.open_set_threshold = round(report.threshold, 6)
+    metadata.provenance["calibration"] = {
+        "dataset": dataset, "target_fpir": report.target_far, "fnir_at_threshold": summary["frr_at_threshold"],
+        "eer": summary["eer"], "fnir_at_fpir": summary["fnir_at_fpir"], "rank1": summary["rank1"],
+        "genuine_trials": report.genuine_trials, "impostor_trials": report.impostor_trials,
+    }
+    model = onnx.load(str(path))
+    write_metadata(model, metadata)
+    tmp = path.with_suffix(".tmp.onnx")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return metadata.open_set_threshold

@@ -20,6 +20,9 @@ def calibrate(
     rows: Annotated[int, typer.Option(help="rows of the FAR/FRR table")] = 11,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the summary as JSON")] = None,
     save_embeddings: Annotated[Path | None, typer.Option(help="keep the dataset's embeddings as .npz")] = None,
+    det: Annotated[Path | None, typer.Option(help="draw the DET curve (FNIR against FPIR) into this PNG")] = None,
+    write_threshold: Annotated[bool, typer.Option(
+        help="store the threshold at --target-far in the ONNX model, the service's default (changes its model id)")] = False,
 ):
     """False-accept / false-reject rates over thresholds, and the open-set threshold (GAITID_UNKNOWN_THRESHOLD)
     at a target false-accept rate."""
@@ -40,6 +43,19 @@ def calibrate(
     typer.echo(format_report(report, target_far, rows))
     if json_out is not None:
         json_out.write_text(json.dumps(report.summary(), indent=2))
+    if det is not None:
+        from gallery.det_plot import write_det_plot
+
+        with reported_errors(exit_code=2):
+            typer.echo(f"DET curve: {write_det_plot(report, det, title=f'DET: {source.name}')}")
+    if write_threshold:
+        if source.suffix == ".npz" or dataset_root is None:
+            raise typer.BadParameter("--write-threshold needs a model (.onnx) and DATASET_ROOT")
+        from model.calibrate import write_threshold as store_threshold
+
+        with reported_errors(exit_code=2):
+            value = store_threshold(source, report, dataset=f"{dataset_root} subjects {subjects or 'all'}")
+        typer.echo(f"wrote open_set_threshold {value} into {source}")
 
 
 def reembed(
