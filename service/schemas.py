@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from gallery import (
     ROLES,
@@ -27,6 +27,16 @@ from service.pipeline.pipeline import ClipResult
 from service.pipeline.types import AlignedSequence
 
 Box = tuple[float, float, float, float]
+
+
+def _null_as_none(value: Any) -> Any:
+    return None if value == "null" else value
+
+
+# Multipart has no null: in an optional form field the text `null` means "not given", as JSON's null would
+# (what OpenAPI clients send for a nullable field). Put it beside the field's type:
+# Annotated[Annotated[int, Field(ge=1)] | None, NULL_AS_NONE, Form()] -- bounds inside, on the non-null type.
+NULL_AS_NONE = BeforeValidator(_null_as_none)
 
 
 class ErrorBody(BaseModel):

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 
 from gallery import ACTIONS, MAX_PAGE_OFFSET
 from service.deps import AdminDep, GalleryDep
@@ -23,6 +24,24 @@ Action = Literal[ACTIONS]  # type: ignore[valid-type]  # the tuple of gallery.au
 Text = Annotated[str | None, Query(min_length=1, max_length=1024)]
 
 
+def _iso_only(value: object) -> object:
+    """pydantic reads a number as unix seconds; the document promises an ISO 8601 date-time."""
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _is_number(value)):
+        raise ValueError("must be an ISO 8601 date-time such as 2026-01-31T12:00:00Z, not a number")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+Instant = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
 @router.get("/audit", response_model=AuditPage, responses=error_responses({422: "invalid filter or page"}))
 async def audit_log(
     caller: AdminDep,
@@ -31,8 +50,8 @@ async def audit_log(
     subject_id: Text = None,
     actor: Annotated[str | None, Query(min_length=1, max_length=1024, description="an API key's name")] = None,
     request_id: Text = None,
-    since: Annotated[datetime | None, Query(description="entries at or after this instant (no zone: UTC)")] = None,
-    until: Annotated[datetime | None, Query(description="entries before this instant (no zone: UTC)")] = None,
+    since: Annotated[Instant | None, Query(description="entries at or after this instant (no zone: UTC)")] = None,
+    until: Annotated[Instant | None, Query(description="entries before this instant (no zone: UTC)")] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> AuditPage:

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import Field
 
 from gallery import (
     MAX_DISPLAY_NAME_CHARS,
@@ -45,7 +46,15 @@ from service.errors import ApiError
 from service.pipeline.pipeline import ClipResult
 from service.pipeline.types import AlignedSequence
 from service.routers.clips import check_upload, process_upload
-from service.schemas import EnrollResponse, error_responses, ms, track_detail, track_summary, video_info
+from service.schemas import (
+    NULL_AS_NONE,
+    EnrollResponse,
+    error_responses,
+    ms,
+    track_detail,
+    track_summary,
+    video_info,
+)
 
 router = APIRouter(tags=["enroll"])
 
@@ -73,12 +82,13 @@ async def enroll(
     metrics: MetricsDep,
     video: Annotated[UploadFile, File(description="a clip of the person walking (any format FFmpeg reads)")],
     subject_id: Annotated[str, Form(min_length=1, max_length=MAX_ID_CHARS, description=f"your id for this person: {RULE}")],
-    display_name: Annotated[str | None, Form(max_length=MAX_DISPLAY_NAME_CHARS)] = None,
-    metadata: Annotated[str | None, Form(
+    display_name: Annotated[Annotated[str, Field(max_length=MAX_DISPLAY_NAME_CHARS)] | None, NULL_AS_NONE,
+                            Form(description="a name to show (default: the subject id)")] = None,
+    metadata: Annotated[str | None, NULL_AS_NONE, Form(
         description=f"a JSON object stored with the subject (at most {MAX_METADATA_BYTES} bytes, nested at most "
                     f"{MAX_METADATA_DEPTH} levels)")] = None,
-    track_id: Annotated[int | None, Form(ge=1, le=MAX_TRACK_ID,
-                                         description="which person to enroll when the clip shows several")] = None,
+    track_id: Annotated[Annotated[int, Field(ge=1, le=MAX_TRACK_ID)] | None, NULL_AS_NONE,
+                        Form(description="which person to enroll when the clip shows several")] = None,
     if_exists: Annotated[
         Literal["append", "replace", "error"],
         Form(description="subject already enrolled: add this walk, replace its walks, or fail"),

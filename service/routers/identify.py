@@ -10,6 +10,7 @@ from typing import Annotated
 import anyio
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import Field
 
 from gallery import ModelMismatchError
 from service.deps import (
@@ -22,7 +23,14 @@ from service.deps import (
     pipeline_model_id,
 )
 from service.routers.clips import check_upload, process_upload
-from service.schemas import IdentifyResponse, error_responses, ms, track_identification, video_info
+from service.schemas import (
+    NULL_AS_NONE,
+    IdentifyResponse,
+    error_responses,
+    ms,
+    track_identification,
+    video_info,
+)
 
 router = APIRouter(tags=["identify"])
 
@@ -43,10 +51,10 @@ async def identify(
     limiter: ClipLimiterDep,
     metrics: MetricsDep,
     video: Annotated[UploadFile, File(description="a clip of people walking (any format FFmpeg reads)")],
-    top_k: Annotated[int | None, Form(ge=1, le=100, description="candidates per track (default: server's)")] = None,
-    threshold: Annotated[
-        float | None, Form(ge=-1.0, le=1.0, description="similarity below which a track is unknown (default: server's)")
-    ] = None,
+    top_k: Annotated[Annotated[int, Field(ge=1, le=100)] | None, NULL_AS_NONE,
+                     Form(description="candidates per track (default: server's)")] = None,
+    threshold: Annotated[Annotated[float, Field(ge=-1.0, le=1.0)] | None, NULL_AS_NONE,
+                         Form(description="similarity below which a track is unknown (default: server's)")] = None,
 ) -> IdentifyResponse:
     """For every person track in the clip: the top-k enrolled subjects with their similarity, and
     the decision (a subject, or unknown when the best similarity is below the threshold)."""
