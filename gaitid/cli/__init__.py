@@ -7,17 +7,18 @@ app, ONNX Runtime, the gallery) inside itself, so `gaitid --help` and `gaitid se
     serving.py   serve
     rescore.py   rescore, rescore-report
     gallery.py   calibrate, reembed
+    access.py    keys new | hash | list, audit, subjects list-invalid | delete
 """
 
 from __future__ import annotations
 
 import typer
 
-from gaitid.cli import gallery, models, rescore, serving, training
+from gaitid.cli import access, gallery, models, rescore, serving, training
 
 app = typer.Typer(help="gaitid: identify people by the way they walk.", no_args_is_help=True)
 app.add_typer(models.app, name="models")
-for group in (training, serving, rescore, gallery):
+for group in (training, serving, rescore, gallery, access):
     group.register(app)
 
 __all__ = ["app"]

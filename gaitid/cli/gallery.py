@@ -60,14 +60,17 @@ def calibrate(
 
 def reembed(
     model: Annotated[Path, typer.Argument(help="the new embedding model (.onnx exported by `gaitid export`)")],
-    namespace: Annotated[str, typer.Option(help="gallery namespace (one per API key)")] = "default",
+    namespace: Annotated[str, typer.Option(help="the gallery (namespace) to re-embed")] = "default",
     gallery_dir: Annotated[Path | None, typer.Option(help="default: $GAITID_DATA_DIR/gallery")] = None,
 ):
     """Re-embed every enrolled sequence with a new model (from the stored aligned sequences: no footage
-    needed). Interrupted runs resume; the gallery switches models in one step at the end."""
+    needed). Interrupted runs resume; the gallery switches models in one step at the end, audited as
+    cli:USER. (A running service re-embeds a gallery with POST /gallery/reembed.)"""
+    import getpass
+
     from tqdm import tqdm
 
-    from gallery import Gallery
+    from gallery import AuditContext, Gallery
     from service.pipeline.embed import OnnxEmbedder
     from service.settings import get_settings
 
@@ -82,7 +85,8 @@ def reembed(
                 bar.n = done
                 bar.refresh()
 
-            report = gallery.reembed(embedder, namespace=namespace, progress=progress)
+            report = gallery.reembed(embedder, namespace=namespace, progress=progress,
+                                     audit_context=AuditContext(f"cli:{getpass.getuser()}"))
             bar.close()
     typer.echo(report)
 
