@@ -58,7 +58,7 @@ from typing import Any, Self
 import numpy as np
 
 from gaitid.contract import SequenceEmbedder, Similarity
-from gallery import api_keys, audit
+from gallery import api_keys, audit, consistency
 from gallery.api_keys import ApiKeyRecord
 from gallery.audit import AuditContext, AuditEntry
 from gallery.errors import (
@@ -379,6 +379,13 @@ class Gallery:
         self._check_open()
         return reembed(self._indexes, embedder, check_namespace(namespace), batch_size=batch_size,
                        progress=progress, audit_context=audit_context)
+
+    def check(self, namespace: str | None = None) -> list[str]:
+        """Problems found when checking that store, index and audit log agree (gallery.consistency),
+        for `namespace` or every one; empty when all is well."""
+        self._check_open()
+        namespaces = self.namespaces() if namespace is None else [check_namespace(namespace)]
+        return consistency.check(self.store, self._indexes, namespaces)
 
     # -- audit log ----------------------------------------------------------------------------
     def audit_log(self, *, namespace: str = DEFAULT_NAMESPACE, action: str | None = None,

@@ -236,6 +236,9 @@ class Store:
                 conn.execute("INSERT INTO meta VALUES ('instance_id', ?)", (uuid.uuid4().hex,))
             elif int(row[0]) in UPGRADABLE_FROM:  # the tables it lacked were just created
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                # Sequences stored so far have no audit entries (gallery.consistency leaves them out).
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('audited_from_sequence', "
+                             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM sqlite_sequence WHERE name = 'sequences'))")
             elif int(row[0]) != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has gallery schema {row[0]}, this code reads {SCHEMA_VERSION}")
 

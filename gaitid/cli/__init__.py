@@ -7,7 +7,7 @@ app, ONNX Runtime, the gallery) inside itself, so `gaitid --help` and `gaitid se
     serving.py   serve
     rescore.py   rescore, rescore-report
     gallery.py   calibrate, reembed
-    access.py    keys new | hash | list, audit, subjects list-invalid | delete
+    access.py    keys new | hash | list, audit, subjects list-invalid | delete, check-gallery
 """
 
 from __future__ import annotations

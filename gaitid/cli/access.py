@@ -1,6 +1,7 @@
 """Commands on who may do what to a gallery, and what was done: `gaitid keys` (make a key and its
 keys-file entry, hash a key, list stored keys), `gaitid audit` (read a gallery's audit log),
-`gaitid subjects` (stored subject ids that break the subject-id rule; erase one by its exact id).
+`gaitid subjects` (stored subject ids that break the subject-id rule; erase one by its exact id),
+`gaitid check-gallery` (store, index and audit log agree).
 
 The keys file's format and the roles are in service/auth.py; the audit log in gallery/audit.py; the
 subject-id rule in gallery/subject_ids.py. Changes made here are audited as "cli:USER".
@@ -146,7 +147,23 @@ def subjects_delete(
     typer.echo(f"erased {subject_id!r}: {erased} sequences")
 
 
+def check_gallery(gallery: Annotated[str | None, typer.Option(help="only this gallery")] = None,
+                  gallery_dir: GalleryDir = None):
+    """Check that store, index and audit log agree (gallery/consistency.py); exit status 1 on any problem.
+    Run it on a stopped service, or on one that is not writing."""
+    from gallery import Gallery
+
+    with reported_errors(exit_code=2), Gallery(_gallery_dir(gallery_dir)) as store:
+        problems = store.check(gallery)
+    for problem in problems:
+        typer.echo(problem)
+    typer.echo(f"{len(problems)} problems", err=True)
+    if problems:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(subjects_app, name="subjects")
     app.command()(audit)
+    app.command("check-gallery")(check_gallery)

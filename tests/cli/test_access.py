@@ -60,3 +60,9 @@ def test_audit_and_subjects_commands(tmp_path):
     assert '"actor": "cli:' in lines[-1]
     only = runner.invoke(app, ["audit", "--gallery-dir", str(root), "--action", "subject.deleted"])
     assert only.stdout.count("\n") == 1 and "1 of 1 entries" in only.stderr
+    healthy = runner.invoke(app, ["check-gallery", "--gallery-dir", str(root)])
+    assert healthy.exit_code == 0 and "0 problems" in healthy.stderr
+    with sqlite3.connect(root / "gallery.db") as conn:
+        conn.execute("DELETE FROM audit_log")
+    damaged = runner.invoke(app, ["check-gallery", "--gallery-dir", str(root)])
+    assert damaged.exit_code == 1 and "audit log disagrees" in damaged.stdout

@@ -64,6 +64,7 @@ def _assert_consistent(root: Path, expected_subjects: list[str], rng: np.random.
     with sqlite3.connect(root / "gallery.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with Gallery(root) as g:
+        assert g.check() == []  # store, index and audit log agree
         status = g.status()
         assert [s.subject_id for s in g.list_subjects()] == expected_subjects
         assert status.index.vectors == status.sequences == sum(g.get_subject(s).sequence_count for s in expected_subjects)
