@@ -1,92 +1,90 @@
-"""Frames/s of each clip-pipeline stage and of the whole path, CPU at one thread.
+"""Frames/s of the clip path at 320x240 and 720p, CPU at one thread: the decode-only floor, the path
+before issue 16 ("today", bench/legacy_pipeline.py) and the current one, side by side in one run,
+plus how far their aligned silhouettes agree.
 
-    python bench/pipeline.py [--clips casia 720p | PATH ...] [--repeat 3] [--max-frames 120]
-                             [--segmenter bgsub|yolo|auto] [--data-dir .gaitid]
+    python bench/pipeline.py [--clips casia 720p | PATH ...] [--repeat 5] [--max-frames 120]
+                             [--agreement shared|timed|none] [--yolo-model PATH] [--data-dir .gaitid]
 
-Stages are a list of `Stage`s run in order on one shared `BenchState`; each returns how many frames
-it processed. YOLO-seg and Depth Anything stages run when their ONNX models are installed
-(GAITID_DATA_DIR/models, see `gaitid models`) and are reported as skipped otherwise. To add a
-stage (e.g. a naive-torch baseline), append a `Stage` in `build_stages` or pass `extra_stages` to
-`run_benchmark`; a stage may read what earlier stages left in `state` (clip, detections, tracks).
+Rows per clip (each run once as a warm-up, then `--repeat` times, interleaved round by round so that
+a change in the machine's load hits every row alike; the median is reported):
+- decode only: FFmpeg decoding the frames the path needs, no pixel conversion (the floor);
+- decode to RGB, today / now: full-size RGB frames / RGB at the segmenter's working size;
+- whole path, today / now / now with full-size decoding: decode, segment (background subtraction),
+  track, align; no depth, no embedding;
+- the current path's stages one by one on its own decoded clip (segment, track, align), and YOLO-seg
+  when a model is installed or given (`--yolo-model`; a random-weight export times the work only,
+  its detections mean nothing).
+Agreement: per clip, the mean IoU of the aligned silhouettes of the frames both paths aligned (tracks
+paired by shared frames) and the share of frames both aligned; `shared` runs it on every shared clip.
 
-Also writes bench/out/aligned_<clip>.png: a strip of aligned silhouettes (and depth, when computed)
-of the longest track, for a person to look at. Absolute figures depend on the machine and its
-load; compare stages within one run.
+Wall and CPU time are both reported: on a shared machine wall time inflates with the load, the
+process's CPU time much less (every row runs on one thread, so CPU time is the work done).
+
+Also writes bench/out/pipeline.json and bench/out/aligned_<clip>.png (a strip of the longest track's
+aligned silhouettes, today's row above the current one). Absolute figures depend on the machine and
+its load; compare rows of one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import av
 import cv2
 import numpy as np
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # `python bench/pipeline.py` from anywhere: bench.* and service.* import
+
+from bench.legacy_pipeline import Agreement, agreement, legacy_decode, legacy_process
 from service.pipeline.align import align_sequence
 from service.pipeline.config import DecodeLimits, PipelineConfig, PipelineSettings
-from service.pipeline.decode import decode_video
-from service.pipeline.errors import ModelNotFoundError, PipelineError
-from service.pipeline.pipeline import (
-    ClipPipeline,
-    effective_fps,
-    make_depth_estimator,
-    make_segmenter,
-    subset_track,
-    touches_border,
-)
+from service.pipeline.decode import decode_video, even_sample
+from service.pipeline.errors import PipelineError
+from service.pipeline.pipeline import ClipPipeline, effective_fps, subset_track, touches_border
 from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter
 from service.pipeline.track import track_people
-from service.pipeline.types import Clip, FrameDetections, Track
+from service.pipeline.types import AlignedSequence
 
-# One thread: OpenCV here, FFmpeg via decode_video(threads=1), ONNX Runtime via settings.threads=1.
+# One thread: OpenCV here, FFmpeg and swscale via the pipeline's decoder_threads=1, ONNX Runtime threads=1.
 cv2.setNumThreads(1)
 
-REPO = Path(__file__).resolve().parent.parent
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 OUT = REPO / "bench" / "out"
-NAMED_CLIPS = {
-    # name: (video, empty-scene clip for background subtraction or None)
-    "casia": (VIDEOS / "casia-b" / "002-nm-01-090.avi", VIDEOS / "casia-b" / "001-bkgrd-090.avi"),  # 320x240
-    "720p": (VIDEOS / "phone" / "demo1.mp4", None),  # 720x1280 H.264, hand-held phone
-}
+CASIA_BACKGROUND = VIDEOS / "casia-b" / "001-bkgrd-090.avi"
+NAMED_CLIPS = {"casia": VIDEOS / "casia-b" / "002-nm-01-090.avi", "720p": VIDEOS / "phone" / "demo1.mp4"}
+
+
+def shared_clips() -> list[Path]:
+    """Every shared clip with a walk: the phone clips (720x1280) and the CASIA-B walks (320x240)."""
+    return sorted((VIDEOS / "phone").glob("demo*.mp4")) + sorted((VIDEOS / "casia-b").glob("00[2-9]-*.avi"))
+
+
+def background_for(path: Path) -> np.ndarray | None:
+    """The empty-scene frames of CASIA-B's camera for its clips (as the service's background_clip)."""
+    if path.parent.name == "casia-b" and CASIA_BACKGROUND.exists():
+        return decode_video(CASIA_BACKGROUND, DecodeLimits(max_frames=200)).frames
+    return None
 
 
 @dataclass
-class BenchState:
-    """What the stages share: inputs, then each stage's outputs for the next."""
-
-    name: str
-    path: Path
-    settings: PipelineSettings
-    limits: DecodeLimits
-    background: np.ndarray | None = None
-    primary: str = "bgsub"  # the segmenter whose detections the track stage uses
-    clip: Clip | None = None
-    detections: dict[str, list[FrameDetections]] = field(default_factory=dict)  # segmenter -> per frame
-    tracks: list[Track] | None = None
-    depth: dict[int, np.ndarray] = field(default_factory=dict)  # track_id -> (T, H, W) disparity
-    aligned: dict[int, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
-
-
-@dataclass
-class Stage:
-    name: str
-    run: Callable[[BenchState], int]  # does the work once, returns frames processed
-    # Returns why the stage cannot run here (missing model, no tracks), or None when it can.
-    skip_reason: Callable[[BenchState], str | None] = lambda state: None
-
-
-@dataclass
-class StageTiming:
+class Row:
     clip: str
-    stage: str
-    frames: int
-    seconds: list[float]
+    name: str
+    run: Callable[[], int]  # does the work once, returns frames processed
+    seconds: list[float] = field(default_factory=list)  # wall time per run
+    cpu_seconds: list[float] = field(default_factory=list)  # CPU time of this process per run
+    frames: int = 0
     skipped: str | None = None
 
     @property
@@ -94,222 +92,253 @@ class StageTiming:
         return statistics.median(self.seconds) if self.seconds else float("nan")
 
     @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_seconds) if self.cpu_seconds else float("nan")
+
+    @property
     def fps(self) -> float:
         return self.frames / self.median if self.seconds and self.median > 0 else float("nan")
 
-
-# --- stages ---------------------------------------------------------------------------------
-
-
-def stage_decode(state: BenchState) -> int:
-    state.clip = decode_video(state.path, state.limits, threads=1)
-    return len(state.clip.frames)
+    @property
+    def cpu_fps(self) -> float:
+        return self.frames / self.cpu_median if self.cpu_seconds and self.cpu_median > 0 else float("nan")
 
 
-def stage_segment_bgsub(state: BenchState) -> int:
-    segmenter = BackgroundSubtractionSegmenter(background=state.background)
-    state.detections["bgsub"] = segmenter.segment(state.clip.frames)
-    return len(state.clip.frames)
+# --- what is timed ------------------------------------------------------------------------------
 
 
-def _yolo_segmenter(state: BenchState):
-    settings = state.settings.model_copy(update={"segmenter": "yolo"})
-    return make_segmenter(settings)
+def ffmpeg_decode_only(path: Path, limits: DecodeLimits) -> int:
+    """Decode every frame up to the last one sampling keeps, converting none: what no path can beat."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        total = stream.frames or 0
+        last = int(even_sample(total, limits.max_frames)[-1]) if total else limits.max_frames - 1
+        for index, _ in enumerate(container.decode(stream)):
+            if index >= last:
+                break
+    return min(total or limits.max_frames, limits.max_frames)
 
 
-def _yolo_missing(state: BenchState) -> str | None:
-    path = state.settings.yolo_path
-    return None if path.exists() else f"no YOLO-seg model at {path}"
+def new_pipeline(config: PipelineConfig, background: np.ndarray | None, *, full_size: bool = False) -> ClipPipeline:
+    config = replace(config, decode_at_working_size=not full_size)
+    return ClipPipeline(config, BackgroundSubtractionSegmenter(background=background))
 
 
-def stage_segment_yolo(state: BenchState) -> int:
-    # Hook for the YOLO-seg helper: model loading is outside the timed work on purpose.
-    segmenter = _cached(state, "yolo", _yolo_segmenter)
-    state.detections["yolo"] = segmenter.segment(state.clip.frames)
-    return len(state.clip.frames)
+def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarray | None,
+             yolo_model: Path | None) -> list[Row]:
+    limits = config.decode
+    pipeline = new_pipeline(config, background)
+    exact = new_pipeline(config, background, full_size=True)
+    segmenter = pipeline.segmenter
+    clip = decode_video(path, limits, frame_side=pipeline.frame_side)
+    detections = segmenter.segment(clip.frames, clip.size)
+    tracks = [subset_track(t, ~touches_border(t.boxes, clip.size))
+              for t in track_people(detections, clip.frame_indices, effective_fps(clip), config.tracker)]
 
+    def segment() -> int:
+        segmenter.segment(clip.frames, clip.size)
+        return len(clip.frames)
 
-def stage_track(state: BenchState) -> int:
-    config = state.settings.tracker_config()
-    detections = state.detections[state.primary]
-    tracks = track_people(detections, state.clip.frame_indices, effective_fps(state.clip), config)
-    # As the pipeline does: frames cut by the image border never reach depth or alignment.
-    state.tracks = [subset_track(t, ~touches_border(t.boxes, state.clip.size)) for t in tracks]
-    return len(state.clip.frames)
+    def track() -> int:
+        track_people(detections, clip.frame_indices, effective_fps(clip), config.tracker)
+        return len(clip.frames)
 
+    def align() -> int:
+        for t in tracks:
+            align_sequence(t.masks, None, min_pixels=config.min_mask_pixels)
+        return sum(len(t.positions) for t in tracks)
 
-def _depth_missing(state: BenchState) -> str | None:
-    path = state.settings.depth_path
-    if not path.exists():
-        return f"no depth model at {path}"
-    return None if state.tracks else "no track to estimate depth for"
-
-
-def stage_depth(state: BenchState) -> int:
-    # Hook for the Depth Anything helper: frames/s counts track frames (one crop per frame).
-    estimator = _cached(state, "depth", lambda s: make_depth_estimator(s.settings))
-    state.depth = {t.track_id: estimator.track_disparity(state.clip.frames, t) for t in state.tracks}
-    return sum(len(t.positions) for t in state.tracks)
-
-
-def stage_align(state: BenchState) -> int:
-    state.aligned = {}
-    for track in state.tracks:
-        sils, depth, _ = align_sequence(track.masks, state.depth.get(track.track_id))
-        state.aligned[track.track_id] = (sils, depth)
-    return sum(len(t.positions) for t in state.tracks)
-
-
-def _no_tracks(state: BenchState) -> str | None:
-    return None if state.tracks else "no track"
-
-
-def _whole_path(segmenter_choice: str) -> Callable[[BenchState], int]:
-    def run(state: BenchState) -> int:
-        settings = state.settings.model_copy(update={"segmenter": segmenter_choice})
-        pipeline = _cached(state, f"pipeline-{segmenter_choice}", lambda s: ClipPipeline(
-            PipelineConfig(decode=s.limits, tracker=settings.tracker_config()),
-            make_segmenter(settings, background=s.background),
-        ))
-        return pipeline.process(state.path).frame_count
-
-    return run
-
-
-def build_stages(segmenter: str) -> list[Stage]:
-    stages = [Stage("decode", stage_decode)]
-    if segmenter in ("bgsub", "auto"):
-        stages.append(Stage("segment (bgsub)", stage_segment_bgsub))
-    if segmenter in ("yolo", "auto"):
-        stages.append(Stage("segment (yolo)", stage_segment_yolo, _yolo_missing))
-    # track, depth and align run on the detections of the segmenter the pipeline would pick.
-    stages += [
-        Stage("track", stage_track, lambda state: None if state.primary in state.detections else "no detections"),
-        Stage("depth", stage_depth, _depth_missing),
-        Stage("align", stage_align, _no_tracks),
-        Stage(f"whole path ({segmenter}, no depth)", _whole_path(segmenter)),
+    rows = [
+        Row(name, "decode only (FFmpeg, no conversion)", lambda: ffmpeg_decode_only(path, limits)),
+        Row(name, "decode to RGB, today (full size)", lambda: len(legacy_decode(path, config).frames)),
+        Row(name, f"decode to RGB, now (working size {clip.pixel_size[0]}x{clip.pixel_size[1]})",
+            lambda: len(decode_video(path, limits, frame_side=pipeline.frame_side).frames)),
+        Row(name, "whole path, today", lambda: legacy_process(path, config, background)[1]),
+        Row(name, "whole path, now", lambda: pipeline.process(path).frame_count),
+        Row(name, "whole path, now, full-size decode (today's frames)", lambda: exact.process(path).frame_count),
+        Row(name, "  now: segment (bgsub)", segment),
+        Row(name, "  now: track", track),
+        Row(name, "  now: align (track frames)", align),
     ]
-    return stages
+    if yolo_model is not None:
+        rows += yolo_rows(name, path, limits, yolo_model)
+    return rows
 
 
-_CACHE: dict[tuple[str, str], object] = {}
+def yolo_rows(name: str, path: Path, limits: DecodeLimits, model: Path) -> list[Row]:
+    """YOLO-seg on full-size frames (letterbox resize per frame, today) and on frames decoded at its
+    input size (now). A tiny confidence keeps up to 3 'persons' a frame so that masks are decoded even
+    with random weights (their detections are meaningless: only the time counts)."""
+    from service.pipeline.segment_yolo import YoloSegmenter
+
+    yolo = YoloSegmenter(model, providers="cpu", threads=1, conf=1e-7, max_detections=3)
+    full = decode_video(path, limits)
+    small = decode_video(path, limits, frame_side=yolo.input_side)
+
+    def today() -> int:
+        return len(yolo.segment(full.frames))
+
+    def now() -> int:
+        return len(yolo.segment(small.frames, small.size))
+
+    return [Row(name, "YOLO-seg, full-size frames", today), Row(name, "YOLO-seg, frames decoded at 640", now)]
 
 
-def _cached(state: BenchState, key: str, make: Callable[[BenchState], object]):
-    """Models are loaded once per clip, outside the timed repeats that follow the first."""
-    slot = (state.name, key)
-    if slot not in _CACHE:
-        _CACHE[slot] = make(state)
-    return _CACHE[slot]
-
-
-# --- running ---------------------------------------------------------------------------------
-
-
-def run_benchmark(
-    clips: dict[str, tuple[Path, Path | None]],
-    settings: PipelineSettings,
-    limits: DecodeLimits,
-    segmenter: str = "bgsub",
-    repeat: int = 3,
-    extra_stages: list[Stage] | None = None,
-) -> list[StageTiming]:
-    timings = []
-    for name, (path, background_path) in clips.items():
-        background = None
-        if background_path is not None and background_path.exists():
-            background = decode_video(background_path, DecodeLimits(max_frames=200)).frames
-        state = BenchState(name, path, settings, limits, background, primary=_primary_segmenter(segmenter, settings))
-        for stage in build_stages(segmenter) + list(extra_stages or []):
-            timings.append(_time_stage(stage, state, repeat))
-        _save_strip(state)
-    return timings
-
-
-def _primary_segmenter(choice: str, settings: PipelineSettings) -> str:
-    if choice == "auto":
-        return "yolo" if settings.yolo_path.exists() else "bgsub"
-    return choice
-
-
-def _time_stage(stage: Stage, state: BenchState, repeat: int) -> StageTiming:
-    reason = stage.skip_reason(state)
-    if reason:
-        return StageTiming(state.name, stage.name, 0, [], skipped=reason)
-    try:
-        stage.run(state)  # warm-up: model loading, allocator, codec init
-    except ModelNotFoundError as exc:
-        return StageTiming(state.name, stage.name, 0, [], skipped=exc.message)
-    except PipelineError as exc:  # e.g. nobody found: a result about the clip, not a crash
-        return StageTiming(state.name, stage.name, 0, [], skipped=f"failed: {exc.message}")
-    seconds, frames = [], 0
+def time_rows(rows: list[Row], repeat: int) -> None:
+    """One warm-up each, then `repeat` rounds over all rows (interleaved)."""
+    for row in rows:
+        try:
+            row.frames = row.run()
+        except PipelineError as exc:
+            row.skipped = f"failed: {exc.message}"
     for _ in range(repeat):
-        started = time.perf_counter()
-        frames = stage.run(state)
-        seconds.append(time.perf_counter() - started)
-    return StageTiming(state.name, stage.name, frames, seconds)
+        for row in rows:
+            if row.skipped:
+                continue
+            started, cpu_started = time.perf_counter(), time.process_time()
+            row.frames = row.run()
+            row.seconds.append(time.perf_counter() - started)
+            row.cpu_seconds.append(time.process_time() - cpu_started)
 
 
-def _save_strip(state: BenchState, count: int = 24) -> Path | None:
-    if not state.aligned:
-        return None
-    track_id = max(state.aligned, key=lambda k: len(state.aligned[k][0]))
-    sils, depth = state.aligned[track_id]
-    picks = np.linspace(0, len(sils) - 1, min(count, len(sils))).round().astype(int)
-    rows = [np.concatenate(list(sils[picks]), axis=1)]
-    if depth is not None:
-        rows.append(np.concatenate([(d * 255).astype(np.uint8) for d in depth[picks]], axis=1))
+# --- agreement ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ClipAgreement:
+    clip: str
+    now: Agreement | None
+    full_size: Agreement | None
+    note: str = ""
+
+
+def compare(path: Path, config: PipelineConfig) -> tuple[ClipAgreement, list[AlignedSequence], list[AlignedSequence]]:
+    background = background_for(path)
+    try:
+        today, _ = legacy_process(path, config, background)
+    except PipelineError as exc:
+        return ClipAgreement(path.name, None, None, f"today's path: {exc.message}"), [], []
+    try:
+        now = new_pipeline(config, background).process(path).sequences
+        exact = new_pipeline(config, background, full_size=True).process(path).sequences
+    except PipelineError as exc:
+        return ClipAgreement(path.name, None, None, f"current path: {exc.message}"), today, []
+    return ClipAgreement(path.name, agreement(today, now), agreement(today, exact)), today, now
+
+
+def save_strip(name: str, today: list[AlignedSequence], now: list[AlignedSequence], count: int = 24) -> None:
+    if not today or not now:
+        return
+    rows = []
+    for sequences in (today, now):
+        sils = max(sequences, key=lambda s: len(s.silhouettes)).silhouettes
+        picks = np.linspace(0, len(sils) - 1, min(count, len(sils))).round().astype(int)
+        rows.append(np.concatenate(list(sils[picks]), axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows]
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"aligned_{state.name}.png"
-    cv2.imwrite(str(path), np.concatenate(rows, axis=0))
-    return path
+    cv2.imwrite(str(OUT / f"aligned_{name}.png"), np.concatenate(rows, axis=0))
 
 
-def format_table(timings: list[StageTiming]) -> str:
-    lines = [
-        "| clip | stage | frames | median s | frames/s |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for t in timings:
-        if t.skipped:
-            lines.append(f"| {t.clip} | {t.stage} | – | – | skipped: {t.skipped} |")
+# --- report ------------------------------------------------------------------------------------
+
+
+def format_rows(rows: list[Row]) -> str:
+    lines = ["| clip | what | frames | wall s | frames/s (wall) | CPU s | frames/s (CPU) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.skipped:
+            lines.append(f"| {r.clip} | {r.name} | – | – | – | – | skipped: {r.skipped} |")
         else:
-            lines.append(f"| {t.clip} | {t.stage} | {t.frames} | {t.median:.3f} | {t.fps:.1f} |")
+            lines.append(f"| {r.clip} | {r.name} | {r.frames} | {r.median:.3f} | {r.fps:.1f} | {r.cpu_median:.3f} | "
+                         f"{r.cpu_fps:.1f} |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[Row]) -> list[str]:
+    lines = []
+    for clip in dict.fromkeys(r.clip for r in rows):
+        by_name = {r.name: r for r in rows if r.clip == clip and not r.skipped}
+        floor = by_name.get("decode only (FFmpeg, no conversion)")
+        today, now = by_name.get("whole path, today"), by_name.get("whole path, now")
+        if not (floor and today and now):
+            continue
+        decode_now = next((r for n, r in by_name.items() if n.startswith("decode to RGB, now")), None)
+        for clock, fps, median in (("wall", "fps", "median"), ("CPU", "cpu_fps", "cpu_median")):
+            ratio = getattr(now, fps) / getattr(today, fps)
+            over_floor = getattr(now, median) / getattr(floor, median)
+            over_decode = getattr(now, median) / getattr(decode_now, median) if decode_now else float("nan")
+            lines.append(f"{clip} ({clock} time): now / today = {ratio:.2f}x frames/s; the whole path now takes "
+                         f"{over_floor:.2f}x the decode-only time ({over_decode:.2f}x decoding to working-size RGB)")
+    return lines
+
+
+def format_agreement(results: list[ClipAgreement]) -> str:
+    lines = ["| clip | now vs today: mean IoU | frames shared | full-size decode vs today: mean IoU | frames shared |",
+             "|---|---:|---:|---:|---:|"]
+    for r in results:
+        if r.now is None:
+            lines.append(f"| {r.clip} | – | – | – | {r.note} |")
+            continue
+        lines.append(f"| {r.clip} | {r.now.mean_iou:.4f} | {r.now.coverage:.1%} | {r.full_size.mean_iou:.4f} | "
+                     f"{r.full_size.coverage:.1%} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", nargs="+", default=["casia", "720p"], help="casia, 720p, or video paths")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--max-frames", type=int, default=120, help="frames decoded per clip")
-    parser.add_argument("--segmenter", choices=["bgsub", "yolo", "auto"], default="bgsub")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--max-frames", type=int, default=120, help="frames sampled per clip")
+    parser.add_argument("--agreement", choices=["shared", "timed", "none"], default="shared",
+                        help="agreement on every shared clip, on the timed clips only, or not at all")
+    parser.add_argument("--yolo-model", type=Path, default=None, help="a YOLO-seg ONNX export (default: installed)")
     parser.add_argument("--data-dir", type=Path, default=None, help="GAITID data dir holding models/")
     args = parser.parse_args()
 
-    update = {"threads": 1, "providers": "cpu"}
-    if args.data_dir is not None:
-        update["data_dir"] = args.data_dir
-    settings = PipelineSettings().model_copy(update=update)
-    clips = {}
-    for name in args.clips:
-        if name in NAMED_CLIPS:
-            clips[name] = NAMED_CLIPS[name]
-        else:
-            clips[Path(name).stem] = (Path(name), None)
-    missing = [str(p) for p, _ in clips.values() if not p.exists()]
+    settings = PipelineSettings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    yolo_model = args.yolo_model or (settings.yolo_path if settings.yolo_path.exists() else None)
+    clips = {name: NAMED_CLIPS.get(name, Path(name)) for name in args.clips}
+    missing = [str(p) for p in clips.values() if not p.exists()]
     if missing:
         raise SystemExit(f"missing clips: {', '.join(missing)} (the shared data folder beside the checkout)")
     limits = DecodeLimits(max_frames=args.max_frames, max_duration_s=3600.0, max_side=settings.max_side,
                           on_too_long="truncate")
-    timings = run_benchmark(clips, settings, limits, args.segmenter, args.repeat)
-    print(f"CPU, 1 thread, median of {args.repeat} runs after one warm-up run")
-    print(format_table(timings))
+    config = PipelineConfig(decode=limits, tracker=settings.tracker_config(), decoder_threads=1)
+
+    rows: list[Row] = []
+    for name, path in clips.items():
+        rows += rows_for(name if name in NAMED_CLIPS else path.stem, path, config, background_for(path), yolo_model)
+    time_rows(rows, args.repeat)
+    print(f"CPU, 1 thread, median of {args.repeat} interleaved runs after a warm-up; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(format_rows(rows))
+    for line in summary(rows):
+        print(line)
+
+    agreements: list[ClipAgreement] = []
+    if args.agreement != "none":
+        targets = shared_clips() if args.agreement == "shared" else list(clips.values())
+        for path in targets:
+            result, today, now = compare(path, config)
+            agreements.append(result)
+            save_strip(path.stem, today, now)
+        print("\nAligned silhouettes, current path vs today's (frames both aligned; tracks paired by shared frames):")
+        print(format_agreement(agreements))
+
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "pipeline.json").write_text(json.dumps(
-        [{"clip": t.clip, "stage": t.stage, "frames": t.frames, "seconds": t.seconds, "fps": t.fps,
-          "skipped": t.skipped} for t in timings], indent=2))
-    print(f"strips and pipeline.json in {OUT}")
+    (OUT / "pipeline.json").write_text(json.dumps({
+        "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+        "rows": [{"clip": r.clip, "what": r.name, "frames": r.frames, "seconds": r.seconds, "fps": r.fps,
+                  "cpu_seconds": r.cpu_seconds, "cpu_fps": r.cpu_fps, "skipped": r.skipped} for r in rows],
+        "summary": summary(rows),
+        "agreement": [{"clip": a.clip, "note": a.note,
+                       **({"now_mean_iou": a.now.mean_iou, "now_coverage": a.now.coverage,
+                           "full_size_mean_iou": a.full_size.mean_iou, "full_size_coverage": a.full_size.coverage}
+                          if a.now else {})} for a in agreements],
+    }, indent=2))
+    print(f"pipeline.json and strips in {OUT}")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ def ours_depth(path: Path, frames: np.ndarray, track: Track, mode: str) -> Row:
     if mode == "crop":
         from service.pipeline.depth import crop_input_size, crop_windows
 
-        _, aspect = crop_windows(track.boxes.astype(float), track.masks, estimator.margin)
+        _, aspect = crop_windows(track.boxes.astype(float), np.asarray(track.masks), estimator.margin)
         size = crop_input_size(aspect, 518)
     else:
         from service.pipeline.depth import full_frame_input_size

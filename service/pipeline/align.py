@@ -14,14 +14,21 @@ mean depth of the person pixels it covers instead of being diluted by the zeros 
 
 Silhouettes come out binary 0/255 by default (threshold 128 after the anti-aliasing resize), the
 same as the CASIA-B silhouettes the shipped model was trained on.
+
+Masks come as frame-sized (T, H, W) arrays or as a track's `Masks` (kept around the person, maybe at a
+working resolution): then only each frame's crop is brought to frame resolution (`Mask.frame_crop`),
+never the whole frame.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 
 from gaitid.contract import ALIGNED_HEIGHT, ALIGNED_WIDTH
+from service.pipeline.types import Masks
 
 ALIGNED_FULL_WIDTH = 64  # before the network trim
 SIDE_TRIM = (ALIGNED_FULL_WIDTH - ALIGNED_WIDTH) // 2  # 10 px each side
@@ -29,7 +36,7 @@ _BINARY_THRESHOLD = 128
 
 
 def align_sequence(
-    masks: np.ndarray,
+    masks: np.ndarray | Masks,
     depth: np.ndarray | None = None,
     *,
     min_pixels: int = 1,
@@ -37,8 +44,8 @@ def align_sequence(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Network layout: (sils (T',64,44) uint8, depth (T',64,44) float32 | None, kept (T',) int64).
 
-    masks: (T, H, W) bool, or uint8 0/1 or 0..255 (soft masks are used as silhouette mass).
-    depth: (T, H, W) float in [0, 1] on the same pixel grid, or None.
+    masks: (T, H, W) bool, or uint8 0/1 or 0..255 (soft masks are used as silhouette mass), or `Masks`.
+    depth: (T, H, W) float in [0, 1] on the frame grid, or None.
     kept: positions (into the T input frames) of the frames that produced an output; frames with
     fewer than `min_pixels` mask pixels, or nothing left after binarisation, are dropped.
     """
@@ -51,25 +58,28 @@ def align_sequence(
 
 
 def align_to_64x64(
-    masks: np.ndarray,
+    masks: np.ndarray | Masks,
     depth: np.ndarray | None = None,
     *,
     min_pixels: int = 1,
     binarize: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Dataset layout: (sils (T',64,64) uint8, depth (T',64,64) float32 | None, kept (T',) int64)."""
-    mass = _as_mass(masks)
-    if depth is not None and depth.shape != mass.shape:
-        raise ValueError(f"depth {depth.shape} and masks {mass.shape} must have the same (T, H, W) shape")
-    rows_any = mass.any(axis=2)  # (T, H): vectorised over the whole sequence
-    cols_any = mass.any(axis=1)  # (T, W)
-    pixel_counts = np.count_nonzero(mass, axis=(1, 2))
+    shape = masks.shape if isinstance(masks, Masks) else np.shape(masks)
+    if len(shape) != 3:
+        raise ValueError(f"masks must be (T, H, W), got shape {shape}")
+    if depth is not None and depth.shape != tuple(shape):
+        raise ValueError(f"depth {depth.shape} and masks {tuple(shape)} must have the same (T, H, W) shape")
+    crops = _mask_crops(masks) if isinstance(masks, Masks) else _array_crops(masks)
     sils, depths, kept = [], [], []
-    for t in np.flatnonzero(pixel_counts >= max(1, min_pixels)):
-        top, bottom = _first_last(rows_any[t])
-        left, right = _first_last(cols_any[t])
-        crop = mass[t, top:bottom + 1, left:right + 1]
-        depth_crop = None if depth is None else depth[t, top:bottom + 1, left:right + 1]
+    for t, crop, top, left in crops:
+        if np.count_nonzero(crop) < max(1, min_pixels):
+            continue
+        rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+        bottom, right = rows[-1] + 1, cols[-1] + 1
+        crop = crop[rows[0]:bottom, cols[0]:right]
+        top, left = top + rows[0], left + cols[0]
+        depth_crop = None if depth is None else depth[t, top:top + crop.shape[0], left:left + crop.shape[1]]
         sil, aligned_depth = _align_crop(crop, depth_crop, binarize)
         if not sil.any():
             continue  # e.g. a one-pixel-wide sliver that binarisation erased
@@ -84,11 +94,28 @@ def align_to_64x64(
     return out_sils, out_depth, np.asarray(kept, np.int64)
 
 
+def _array_crops(masks: np.ndarray) -> Iterator[tuple[int, np.ndarray, int, int]]:
+    """(t, mass crop uint8 0..255, top, left) of each frame of a frame-sized mask array that has pixels."""
+    mass = _as_mass(masks)
+    rows_any = mass.any(axis=2)  # (T, H): vectorised over the whole sequence
+    cols_any = mass.any(axis=1)  # (T, W)
+    for t in np.flatnonzero(rows_any.any(axis=1)):
+        top, bottom = _first_last(rows_any[t])
+        left, right = _first_last(cols_any[t])
+        yield int(t), mass[t, top:bottom + 1, left:right + 1], top, left
+
+
+def _mask_crops(masks: Masks) -> Iterator[tuple[int, np.ndarray, int, int]]:
+    """The same from a track's masks: each one's crop at frame resolution, as mass 0/255."""
+    for t, mask in enumerate(masks):
+        crop, top, left = mask.frame_crop()
+        if crop.size:
+            yield t, crop.view(np.uint8) * np.uint8(255), top, left
+
+
 def _as_mass(masks: np.ndarray) -> np.ndarray:
     """(T, H, W) uint8 silhouette mass 0..255 from bool, 0/1 or 0..255 masks."""
     masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (T, H, W), got shape {masks.shape}")
     if masks.dtype == bool:
         return masks.view(np.uint8) * np.uint8(255)
     if masks.dtype != np.uint8:

@@ -95,6 +95,12 @@ class PipelineConfig:
     # Datasets keep the 64x64 alignment (the OpenGait layout; training trims to 44 at load time);
     # the service feeds the network 64x44.
     full_width: bool = False
+    # Decode straight to the segmenter's working resolution (FFmpeg shrinks while converting). False:
+    # full-size frames that the segmenter shrinks with OpenCV, ~2x slower at 720p but silhouettes
+    # bit-identical to the releases before it. Background subtraction on hand-held footage is so
+    # sensitive to the exact pixel values that the two shrinks (about a grey level apart) give
+    # per-frame silhouettes agreeing to a mean IoU of ~0.9 (see bench/pipeline.py).
+    decode_at_working_size: bool = True
 
 
 _DECODE = DecodeLimits()

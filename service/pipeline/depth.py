@@ -249,7 +249,7 @@ class DepthEstimator:
             raise ValueError("track positions, boxes and masks must have the same length")
         if len(positions) and (positions.min() < 0 or positions.max() >= len(frames)):
             raise ValueError(f"track positions must lie in [0, {len(frames)}), got {positions.min()}..{positions.max()}")
-        masks = track.masks.astype(bool, copy=False)
+        masks = np.asarray(track.masks, dtype=bool)  # frame-sized: depth is computed on full-size frames
         if self.mode == "full":
             pieces = self._full_frame_disparity(frames, positions, masks)
         else:

@@ -36,7 +36,13 @@ from service.pipeline.types import AlignedSequence, Clip, FrameDetections, Track
 
 
 class Segmenter(Protocol):
-    def segment(self, frames: np.ndarray) -> list[FrameDetections]: ...
+    """frames (T, h, w, 3) RGB -> detections in the frame coordinates `size` ((width, height); None:
+    the frames' own). `input_side`: the longer side the segmenter works at (the decoder delivers
+    frames at that size when nothing else needs more), or None for full-size frames."""
+
+    input_side: int | None
+
+    def segment(self, frames: np.ndarray, size: tuple[int, int] | None = None) -> list[FrameDetections]: ...
 
 
 class DepthModel(Protocol):
@@ -89,12 +95,21 @@ class ClipPipeline:
     def computes_depth(self) -> bool:
         return self.depth_estimator is not None
 
+    @property
+    def frame_side(self) -> int | None:
+        """The longer side of the decoded pixels: the segmenter's working size, unless depth needs the
+        full frames (its person crops are cut from them) or the config asks for them. None: full size."""
+        if self.computes_depth or not self.config.decode_at_working_size:
+            return None
+        return getattr(self.segmenter, "input_side", None)
+
     def process(self, source: VideoSource, *, rotation: int | None = None) -> ClipResult:
         """Run the whole path on a path, bytes or binary file. `rotation` overrides the metadata."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
         with _timed(timings, "decode"):
-            clip = decode_video(source, self.config.decode, rotation=rotation, threads=self.config.decoder_threads)
+            clip = decode_video(source, self.config.decode, rotation=rotation, threads=self.config.decoder_threads,
+                                frame_side=self.frame_side)
         result = self.process_clip(clip, timings)
         timings["total"] = time.perf_counter() - started
         return result
@@ -110,7 +125,7 @@ class ClipPipeline:
                 frames=len(clip.frames), min_frames=min_frames,
             )
         with _timed(timings, "segment"):
-            detections = self.segmenter.segment(clip.frames)
+            detections = self.segmenter.segment(clip.frames, clip.size)
         with _timed(timings, "track"):
             all_tracks = associate(detections, clip.frame_indices, effective_fps(clip), self.config.tracker)
             tracks = filter_tracks(all_tracks, self.config.tracker)
@@ -275,7 +290,7 @@ def make_segmenter(settings: PipelineSettings, *, background: str | Path | np.nd
     if settings.segmenter not in ("auto", "bgsub"):
         raise ValueError(f"unknown segmenter {settings.segmenter!r}: use auto, yolo or bgsub")
     config = BgSubConfig(min_person_height=settings.min_person_height)
-    return BackgroundSubtractionSegmenter(config, background=_background_frames(background, settings))
+    return BackgroundSubtractionSegmenter(config, background=_background_frames(background, settings, config.work_side))
 
 
 def make_depth_estimator(settings: PipelineSettings) -> DepthModel:
@@ -285,8 +300,10 @@ def make_depth_estimator(settings: PipelineSettings) -> DepthModel:
                           threads=settings.threads, input_size=settings.depth_size, mode=settings.depth_input)
 
 
-def _background_frames(background: str | Path | np.ndarray | None, settings: PipelineSettings) -> np.ndarray | None:
+def _background_frames(background: str | Path | np.ndarray | None, settings: PipelineSettings,
+                       work_side: int) -> np.ndarray | None:
+    """An empty-scene clip's frames at the working resolution (the clips' own when from the same camera)."""
     if background is None or isinstance(background, np.ndarray):
         return background
     limits = DecodeLimits(max_frames=200, max_duration_s=3600.0, max_side=settings.max_side, on_too_long="truncate")
-    return decode_video(background, limits).frames
+    return decode_video(background, limits, frame_side=work_side).frames

@@ -3,6 +3,12 @@
 This is the offline fallback when no YOLO-seg model is installed, and the classic way gait datasets
 such as CASIA-B were segmented. It only suits a static camera: everything that moves is foreground.
 
+Everything runs at a working resolution (longer side `work_side`, 480 px): per-pixel Gaussian
+mixtures cost ~10x more at 720p than at 320x240 for no gain in a 64-px-tall aligned silhouette. The
+pipeline has the decoder deliver frames at that size (`input_side`); frames of any other size are
+resized here. Masks stay at the working resolution, cut to each person (`types.Mask`); boxes are
+in the frame coordinates the caller names, and alignment scales up only the person's crop.
+
 How a clip is segmented:
 1. warm-up: the background model learns from an empty-scene clip when one is given, then from the
    clip itself (a walker covers each pixel for a few frames only, so the background stays the
@@ -16,20 +22,25 @@ How a clip is segmented:
 4. connected components, found on a dilated copy so that a person split into pieces (head and
    body, a leg) stays one blob; the mask itself keeps the undilated pixels;
 5. blobs the size and shape of a standing person become detections.
+After the opening (on the whole frame: it is what removes the scattered speckle), the rest runs
+only on the rectangle around what is left, widened by what the closing and grouping elements can
+reach: outside it every result is zero anyway, so the masks are the same as on the whole frame
+(the opened foreground is typically a tenth of a frame).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from service.pipeline.types import FrameDetections
+from service.pipeline.decode import scaled_size
+from service.pipeline.types import FrameDetections, Mask, Masks
 
 _SHADOW_VALUE = 127  # what MOG2/KNN write for shadow pixels (255 = foreground)
-_MAX_WARMUP_FRAMES = 200
 
 
 @dataclass(frozen=True)
@@ -50,10 +61,9 @@ class BgSubConfig:
     # On CASIA-B 002-004 without the empty scene: mean IoU 0.828/0.902/0.904 (0.9) -> 0.841/0.908/0.908.
     background_ratio: float = 0.7
     warmup_passes: int = 1  # a second pass bought nothing on CASIA-B (mean IoU +0.002) for 30% more time
-    min_person_height: int = 40  # pixels at the input resolution; shorter blobs are not people
-    # Subtraction runs on frames scaled so their longer side is at most this; masks are scaled back.
-    # Per-pixel Gaussian mixtures cost ~10x more at 720p than at 320x240 for no gain in a 64-px-tall
-    # aligned silhouette.
+    warmup_frames: int = 200  # at most this many frames of each warm-up source, spread over it
+    min_person_height: int = 40  # pixels of the frame coordinates; shorter blobs are not people
+    # Longer side of the working resolution (see the module docstring).
     work_side: int = 480
     min_aspect: float = 0.8  # height / width: walkers are taller than wide (a car is not)
     min_fill: float = 0.15  # foreground fraction of the blob's box: rejects sparse noise clusters
@@ -64,29 +74,48 @@ class BgSubConfig:
 
 
 class BackgroundSubtractionSegmenter:
-    """`segment(frames)` -> one `FrameDetections` per frame, like the YOLO segmenter."""
+    """`segment(frames)` -> one `FrameDetections` per frame, like the YOLO segmenter. Thread-safe."""
 
     def __init__(self, config: BgSubConfig = BgSubConfig(), background: np.ndarray | None = None):
         """background: (N, H, W, 3) uint8 RGB frames of the empty scene, or None."""
         self.config = config
         self.background = background
+        self._backgrounds: dict[tuple[int, int], np.ndarray] = {}  # working size -> resized warm-up frames
+        self._lock = threading.Lock()
 
-    def segment(self, frames: np.ndarray) -> list[FrameDetections]:
-        """frames: (T, H, W, 3) uint8 RGB."""
+    @property
+    def input_side(self) -> int:
+        """The longer side of the frames this segmenter works on: decode straight to it."""
+        return self.config.work_side
+
+    def segment(self, frames: np.ndarray, size: tuple[int, int] | None = None) -> list[FrameDetections]:
+        """frames: (T, h, w, 3) uint8 RGB. size: (width, height) of the frame coordinates the
+        detections are given in; None: the frames' own. Frames larger than the working resolution
+        of `size` are scaled down first."""
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
-        height, width = frames.shape[1:3]
-        scale = min(1.0, self.config.work_side / max(height, width))
-        small = _resize_frames(frames, scale)
+        width, height = size or (frames.shape[2], frames.shape[1])
+        work_w, work_h = scaled_size(width, height, self.config.work_side)
+        if frames.shape[1] < work_h and frames.shape[2] < work_w:
+            work_w, work_h = frames.shape[2], frames.shape[1]  # the frames are all there is
+        small = _resize_frames(frames, (work_w, work_h))
+        scale_x, scale_y = work_w / width, work_h / height
         subtractor = self._warmed_up_subtractor(small)
-        kernels = _Kernels.for_height(small.shape[1], self.config)
-        min_height = self.config.min_person_height * scale
+        kernels = _Kernels.for_height(work_h, self.config)
+        min_height = self.config.min_person_height * scale_y
         detections = []
         for frame in small:
-            raw = subtractor.apply(frame, learningRate=self.config.learning_rate)
-            foreground = clean_foreground(raw, kernels)
-            blobs = self._person_blobs(foreground, kernels, min_height)
-            detections.append(_to_input_scale(blobs, height, width, scale))
+            _, foreground = cv2.threshold(subtractor.apply(frame, learningRate=self.config.learning_rate),
+                                          _SHADOW_VALUE, 255, cv2.THRESH_BINARY)  # shadows are background
+            opened = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, kernels.open)
+            top, bottom, left, right = kernels.region(opened)
+            blobs = []
+            if bottom > top:
+                closed = cv2.morphologyEx(opened[top:bottom, left:right], cv2.MORPH_CLOSE, kernels.close)
+                blobs = self._person_blobs(closed, kernels, min_height)
+            masks = [Mask(blob.pixels, top + blob.top, left + blob.left, (width, height), scale_x, scale_y)
+                     for blob in blobs]
+            detections.append(_detections(masks, [blob.score for blob in blobs], (width, height)))
         return detections
 
     def _warmed_up_subtractor(self, frames: np.ndarray) -> cv2.BackgroundSubtractor:
@@ -99,86 +128,71 @@ class BackgroundSubtractionSegmenter:
         else:
             raise ValueError(f"unknown background subtraction method {cfg.method!r}")
         subtractor.setShadowThreshold(cfg.shadow_threshold)
-        warmup = self._warmup_frames(frames)
+        background = self._background_at(frames.shape[2], frames.shape[1])
+        own = frames if len(frames) <= cfg.warmup_frames else frames[_spread(len(frames), cfg.warmup_frames)]
         for _ in range(max(1, cfg.warmup_passes)):
-            for frame in warmup:
+            # Empty scene first, the clip last: the model ends closest to this clip's exposure.
+            for frame in background:
                 subtractor.apply(frame, learningRate=-1)  # -1: OpenCV's 1/history schedule
+            for frame in own:
+                subtractor.apply(frame, learningRate=-1)
         return subtractor
 
-    def _warmup_frames(self, frames: np.ndarray) -> np.ndarray:
-        own = frames[_spread(len(frames), _MAX_WARMUP_FRAMES)]
-        background = self.background
-        if background is None or not len(background):
-            return own
-        if background.shape[1:] != frames.shape[1:]:
-            background = _resize_frames(background, size=(frames.shape[2], frames.shape[1]))
-        # Empty scene first, the clip last: the model ends closest to this clip's exposure.
-        return np.concatenate([background[_spread(len(background), _MAX_WARMUP_FRAMES)], own])
+    def _background_at(self, width: int, height: int) -> np.ndarray:
+        """The empty-scene warm-up frames at the working size, resized once per size."""
+        if self.background is None or not len(self.background):
+            return np.zeros((0, height, width, 3), np.uint8)
+        with self._lock:
+            resized = self._backgrounds.get((width, height))
+            if resized is None:
+                picked = self.background[_spread(len(self.background), self.config.warmup_frames)]
+                resized = self._backgrounds[(width, height)] = _resize_frames(picked, (width, height))
+            return resized
 
     def _person_blobs(self, foreground: np.ndarray, kernels: _Kernels, min_height: float) -> list[_Blob]:
         grouped = cv2.dilate(foreground, kernels.group)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
         blobs = []
         for label in range(1, count):  # 0 is the background component
-            if stats[label, cv2.CC_STAT_HEIGHT] < min_height:
+            x, y, w, h = (int(v) for v in stats[label, :4])  # the grouped blob's box
+            if h < min_height:
                 continue  # cheap early exit: the grouped blob is only larger than the person in it
-            mask = (labels == label) & (foreground > 0)
-            if not mask.any():
-                continue
+            mask = (labels[y:y + h, x:x + w] == label) & (foreground[y:y + h, x:x + w] > 0)
             rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-            top, bottom, left, right = rows[0], rows[-1], cols[0], cols[-1]
-            box_h, box_w = bottom - top + 1, right - left + 1
-            fill = np.count_nonzero(mask[top:bottom + 1, left:right + 1]) / float(box_h * box_w)
+            if not len(rows):
+                continue
+            top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            mask = mask[top:bottom, left:right]
+            box_h, box_w = mask.shape
+            fill = np.count_nonzero(mask) / float(box_h * box_w)
             if box_h < min_height or box_h < self.config.min_aspect * box_w or fill < self.config.min_fill:
                 continue
             # No detector confidence here; the fill ratio is a rough "how solid is this blob".
-            blobs.append(_Blob(mask, min(1.0, 0.5 + fill)))
+            blobs.append(_Blob(mask, y + int(top), x + int(left), min(1.0, 0.5 + fill)))
         return blobs
 
 
 @dataclass(frozen=True)
 class _Blob:
-    mask: np.ndarray  # (h, w) bool at the working scale
+    pixels: np.ndarray  # (h, w) bool at the working resolution, cut to the blob
+    top: int  # working-resolution row and column of pixels[0, 0]
+    left: int
     score: float
 
 
-def _resize_frames(frames: np.ndarray, scale: float = 1.0, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Frames scaled by `scale`, or to `size` = (width, height); the input itself when unchanged."""
-    height, width = frames.shape[1:3]
-    if size is None:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if size == (width, height):
+def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Frames resized to size = (width, height) (area-averaged); the input itself when unchanged."""
+    if size == (frames.shape[2], frames.shape[1]):
         return frames
     return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
 
 
-def _to_input_scale(blobs: list[_Blob], height: int, width: int, scale: float) -> FrameDetections:
-    """Blobs found at the working scale -> detections with full-resolution masks and boxes."""
-    if not blobs:
-        return FrameDetections.empty(height, width)
-    masks = []
-    for blob in blobs:
-        mask = blob.mask
-        if scale < 1.0:
-            # Linear upsampling of the 0/255 mask then a mid threshold: smoother edges than nearest.
-            mask = cv2.resize(mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR) > 127
-        masks.append(mask)
-    boxes = [_mask_box(m) for m in masks]
-    keep = [i for i, b in enumerate(boxes) if b is not None]
-    if not keep:
-        return FrameDetections.empty(height, width)
-    return FrameDetections(
-        np.asarray([boxes[i] for i in keep], np.float32),
-        np.asarray([blobs[i].score for i in keep], np.float32),
-        np.stack([masks[i] for i in keep]),
-    )
-
-
-def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1  # xyxy, exclusive end
+def _detections(masks: list[Mask], scores: list[float], size: tuple[int, int]) -> FrameDetections:
+    """Person masks -> detections whose boxes are the masks' extents in frame coordinates."""
+    if not masks:
+        return FrameDetections.empty(size[1], size[0])
+    return FrameDetections(np.stack([m.box() for m in masks]).astype(np.float32),
+                           np.asarray(scores, np.float32), Masks(masks, size))
 
 
 @dataclass(frozen=True)
@@ -195,12 +209,24 @@ class _Kernels:
 
         return cls(ellipse(cfg.open_fraction), ellipse(cfg.close_fraction), ellipse(cfg.group_fraction))
 
+    @property
+    def reach(self) -> int:
+        """Margin around the opened foreground outside which closing and grouping give zeros, and
+        inside which no erosion window of the closing reaches the margin's edge (OpenCV treats pixels
+        past an image's edge as not eroding, unlike the zeros really there)."""
+        close, group = self.close.shape[0] // 2, self.group.shape[0] // 2
+        return max(2 * close, close + group) + 1
 
-def clean_foreground(raw: np.ndarray, kernels: _Kernels) -> np.ndarray:
-    """Subtractor output (0 / 127 shadow / 255) -> binary 0/255 mask without speckle or small holes."""
-    foreground = np.where(raw > _SHADOW_VALUE, 255, 0).astype(np.uint8)
-    foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, kernels.open)
-    return cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, kernels.close)
+    def region(self, foreground: np.ndarray) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) of the foreground pixels widened by `reach`, inside the frame;
+        empty (bottom == top) without foreground. Top and left are even: OpenCV labels components in
+        2x2 blocks, so on an even offset they come out numbered as on the whole frame."""
+        x, y, w, h = cv2.boundingRect(foreground)
+        if w == 0 or h == 0:
+            return 0, 0, 0, 0
+        reach, (height, width) = self.reach, foreground.shape
+        top, left = max(0, y - reach) & ~1, max(0, x - reach) & ~1
+        return top, min(height, y + h + reach), left, min(width, x + w + reach)
 
 
 def _spread(total: int, count: int) -> np.ndarray:

@@ -13,17 +13,21 @@ What `segment` does per batch of frames:
 1. letterbox: resize keeping the aspect ratio, pad with grey (114) to the network size, split evenly
    top/bottom and left/right (the preprocessing the network was trained with). With a dynamic-size
    model and `rect=True`, the padded size is the smallest stride multiple around the resized frame
-   instead of a square: a 16:9 frame at 640 runs at 640x384, ~40% less work, same detections;
+   instead of a square: a 16:9 frame at 640 runs at 640x384, ~40% less work, same detections. The
+   pipeline decodes frames straight to that size (`input_side`), so the resize is then skipped;
 2. one ONNX Runtime call for the whole batch;
 3. candidates: anchors whose best class is the person class with a score above `conf` (a box that
    is more "bicycle" than "person" is not a person, as in Ultralytics' class filter);
 4. non-maximum suppression (OpenCV's `cv2.dnn.NMSBoxes`; the service has no torch/torchvision);
-5. masks: logits = coefficients @ prototypes at prototype resolution, then mapped straight into frame
-   coordinates with one affine warp per instance (bilinear), which undoes the /4 prototype stride and
-   the letterbox in one step, evaluated only inside the instance's box (the mask is cropped to its box,
-   as in Ultralytics), thresholded at probability `mask_threshold` (compared as a logit: no sigmoid
+5. masks, for the persons kept by NMS only: logits = coefficients @ prototypes over the prototype
+   cells under the instance's box, then mapped straight into frame coordinates with one affine warp
+   per instance (bilinear), which undoes the /4 prototype stride and the letterbox in one step,
+   evaluated only inside the box (the mask is cropped to its box, as in Ultralytics) and kept as that
+   crop (`types.Mask`), thresholded at probability `mask_threshold` (compared as a logit: no sigmoid
    over the whole map is needed);
 6. boxes mapped back from input pixels to frame pixels and clipped to the frame.
+
+Frame coordinates are the `size` given to `segment` (the clip's), whatever the frames' own pixel size.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import cv2
 import numpy as np
 
 from service.pipeline.config import YOLO_IMGSZ, require_model
-from service.pipeline.types import FrameDetections
+from service.pipeline.types import FrameDetections, Mask, Masks
 from service.runtime import make_session
 
 COCO_PERSON = 0
@@ -52,7 +56,9 @@ class YoloModelError(ValueError):
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How frames of one size are placed into the network input, and back."""
+    """How frames of one size are placed into the network input, and back. `frame_*` are the frame
+    coordinates' size; the pixels placed may be any uniformly scaled copy (they are resized to
+    `resized_*`, which is a no-op when they were decoded at that size)."""
 
     frame_height: int
     frame_width: int
@@ -174,14 +180,20 @@ class YoloSegmenter:
         self.person_class = _person_class(self.layout.class_names) if person_class is None else person_class
         self.timings: dict[str, float] = {}  # seconds spent per step in the last `segment` call
 
-    def segment(self, frames: np.ndarray) -> list[FrameDetections]:
-        """frames: (T, H, W, 3) uint8 RGB (all the same size, as decoded from one clip)."""
+    @property
+    def input_side(self) -> int:
+        """The longer side frames are resized to: decode straight to it."""
+        return self.imgsz
+
+    def segment(self, frames: np.ndarray, size: tuple[int, int] | None = None) -> list[FrameDetections]:
+        """frames: (T, h, w, 3) uint8 RGB (all the same size, as decoded from one clip). size: (width,
+        height) of the frame coordinates of the detections; None: the frames' own."""
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
         timings = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-        height, width = frames.shape[1:3]
-        if height == 0 or width == 0:
-            raise ValueError(f"frames must not be empty, got {frames.shape}")
+        width, height = size or (frames.shape[2], frames.shape[1])
+        if frames.shape[1] == 0 or frames.shape[2] == 0 or height == 0 or width == 0:
+            raise ValueError(f"frames must not be empty, got {frames.shape} for a {width}x{height} frame")
         box = Letterbox.fit(height, width, self.imgsz, self.layout.stride, self.rect)
         buffer = np.empty((self.batch, box.input_height, box.input_width, 3), np.uint8)
         results: list[FrameDetections] = []
@@ -239,26 +251,35 @@ class YoloSegmenter:
         masks = self._masks(prediction[4 + nc:, candidates[picked]], protos, boxes, box)
         return FrameDetections(boxes, candidate_scores[picked].astype(np.float32), masks)
 
-    def _masks(self, coefficients: np.ndarray, protos: np.ndarray, boxes: np.ndarray, box: Letterbox) -> np.ndarray:
-        """coefficients (nm, K), protos (nm, mh, mw), boxes (K, 4) in frame pixels -> (K, H, W) bool."""
+    def _masks(self, coefficients: np.ndarray, protos: np.ndarray, boxes: np.ndarray, box: Letterbox) -> Masks:
+        """coefficients (nm, K), protos (nm, mh, mw), boxes (K, 4) in frame pixels -> K masks cut to their boxes."""
         nm, mh, mw = protos.shape
-        logits = (coefficients.T.astype(np.float32) @ protos.reshape(nm, -1).astype(np.float32)).reshape(-1, mh, mw)
         to_proto = box.frame_to_proto_affine(mh, mw)
-        masks = np.zeros((len(boxes), box.frame_height, box.frame_width), bool)
+        size = (box.frame_width, box.frame_height)
+        masks = []
         for k, (x1, y1, x2, y2) in enumerate(boxes):
             # Pixel columns c with x1 <= c < x2 (and rows likewise) belong to the box.
             left, top = math.ceil(x1), math.ceil(y1)
             right, bottom = math.ceil(x2), math.ceil(y2)
             if right <= left or bottom <= top:
+                masks.append(Mask(np.zeros((0, 0), bool), 0, 0, size))
                 continue
+            # The prototype cells the box's pixels sample (bilinear: one more on each side), clamped
+            # as BORDER_REPLICATE would clamp them; only those get logits.
+            (u0, v0), (u1, v1) = (to_proto[:, :2] @ np.array(corner, np.float64) + to_proto[:, 2]
+                                  for corner in ((left, top), (right - 1, bottom - 1)))
+            c0, r0 = max(0, min(mw - 1, math.floor(u0))), max(0, min(mh - 1, math.floor(v0)))
+            c1, r1 = max(c0, min(mw - 1, math.ceil(u1))), max(r0, min(mh - 1, math.ceil(v1)))
+            cells = protos[:, r0:r1 + 1, c0:c1 + 1]
+            logits = (coefficients[:, k].astype(np.float32) @ cells.reshape(nm, -1).astype(np.float32))
             window = to_proto.copy()
-            window[:, 2] += window[:, :2] @ np.array([left, top], np.float64)  # window origin in the frame
+            window[:, 2] += window[:, :2] @ np.array([left, top], np.float64) - (c0, r0)  # origins: box, cells
             region = cv2.warpAffine(
-                logits[k], window, (right - left, bottom - top),
+                logits.reshape(r1 - r0 + 1, c1 - c0 + 1), window, (right - left, bottom - top),
                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
             )
-            masks[k, top:bottom, left:right] = region > self.mask_logit_threshold
-        return masks
+            masks.append(Mask(region > self.mask_logit_threshold, top, left, size))
+        return Masks(masks, size)
 
 
 def _read_layout(session, path: Path) -> _ModelLayout:

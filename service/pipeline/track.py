@@ -3,7 +3,8 @@
 ByteTrack associates boxes frame to frame (Kalman-predicted IoU, with a second pass over low-score
 boxes). It returns the detections it matched; each carries its row number in the frame's
 detections (sv.Detections.data), through which the track picks up the segmenter's own box and mask.
-Masks are not handed to ByteTrack itself: it does not use them and would copy them every frame.
+Masks are not handed to ByteTrack itself: it does not use them and would copy them every frame; a
+track only refers to its frames' masks (`types.Mask`), it never copies their pixels.
 
 Tracks that cannot carry a gait are dropped: too few frames for a gait cycle, or a person too
 small for a meaningful silhouette (median box height under the limit).
@@ -23,7 +24,7 @@ import numpy as np
 import supervision as sv
 
 from service.pipeline.config import TrackerConfig
-from service.pipeline.types import FrameDetections, Track
+from service.pipeline.types import FrameDetections, Mask, Masks, Track
 
 DEFAULT_TRACKER = TrackerConfig()
 _ROW = "row"  # sv.Detections.data key: the detection's row in its FrameDetections
@@ -69,14 +70,15 @@ def associate(
     if len(frame_indices) != len(detections):
         raise ValueError(f"{len(detections)} frames of detections but {len(frame_indices)} frame indices")
     tracker = make_byte_tracker(config, fps)
-    per_track: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+    per_track: dict[int, list[tuple[int, np.ndarray, Mask]]] = defaultdict(list)
     for position, frame in enumerate(detections):
         tracked = tracker.update_with_detections(_to_supervision(frame))
         if len(tracked) == 0 or tracked.tracker_id is None:
             continue
         for row, track_id in zip(tracked.data[_ROW], tracked.tracker_id):
             per_track[int(track_id)].append((position, frame.boxes[row], frame.masks[row]))
-    return [_build_track(track_id, items, frame_indices) for track_id, items in per_track.items()]
+    size = detections[0].masks.frame_size if detections else (0, 0)
+    return [_build_track(track_id, items, frame_indices, size) for track_id, items in per_track.items()]
 
 
 def filter_tracks(tracks: list[Track], config: TrackerConfig = DEFAULT_TRACKER) -> list[Track]:
@@ -95,9 +97,10 @@ def _to_supervision(frame: FrameDetections) -> sv.Detections:
     )
 
 
-def _build_track(track_id: int, items: list[tuple[int, np.ndarray, np.ndarray]], frame_indices: np.ndarray) -> Track:
+def _build_track(track_id: int, items: list[tuple[int, np.ndarray, Mask]], frame_indices: np.ndarray,
+                 size: tuple[int, int]) -> Track:
     # One detection per frame and id is ByteTrack's contract; keep the first should that ever break.
-    by_position: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    by_position: dict[int, tuple[np.ndarray, Mask]] = {}
     for position, box, mask in items:
         by_position.setdefault(position, (box, mask))
     positions = np.array(sorted(by_position), dtype=np.int64)
@@ -106,7 +109,7 @@ def _build_track(track_id: int, items: list[tuple[int, np.ndarray, np.ndarray]],
         positions=positions,
         frame_indices=np.asarray(frame_indices, np.int64)[positions],
         boxes=np.stack([by_position[p][0] for p in positions]).astype(np.float32),
-        masks=np.stack([by_position[p][1] for p in positions]).astype(bool),
+        masks=Masks([by_position[p][1] for p in positions], size),
     )
 
 

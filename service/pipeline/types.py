@@ -2,12 +2,21 @@
 
 Arrays, not frameworks: every stage takes and returns these numpy-backed records, so each stage
 can be tested on its own and swapped (YOLO vs background subtraction) without touching the others.
+
+Coordinates: boxes and masks are in the clip's frame coordinates (`Clip.size`: the upright video
+after the `max_side` cap), whatever resolution a stage worked at. A person's mask is kept only
+around the person (`Mask`), often at the segmenter's working resolution, and scaled to frame
+coordinates only where a step needs it (alignment's crop, depth): a frame-sized mask per person and
+frame is never stored.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from gaitid.contract import ModelInput
@@ -15,17 +24,171 @@ from gaitid.contract import ModelInput
 
 @dataclass
 class Clip:
-    """Decoded RGB frames of one video, after rotation, resolution cap and even sampling."""
+    """Decoded RGB frames of one video, after rotation, resolution cap and even sampling.
 
-    frames: np.ndarray  # (T, H, W, 3) uint8, RGB
+    `frames` may hold fewer pixels than the frame coordinates (`size`) when the pipeline decoded
+    straight to its segmenter's working resolution; `scale` says by how much."""
+
+    frames: np.ndarray  # (T, h, w, 3) uint8, RGB
     frame_indices: np.ndarray  # (T,) int64, index of each kept frame in the source stream
     fps: float
     source_size: tuple[int, int]  # (width, height) of the stream before any resize, after rotation
     rotation: int = 0  # degrees clockwise applied to honour the stream's display matrix
+    coordinate_size: tuple[int, int] | None = None  # (width, height) of frame coordinates; None: the frames'
+
+    @property
+    def pixel_size(self) -> tuple[int, int]:
+        """(width, height) of `frames`."""
+        return int(self.frames.shape[2]), int(self.frames.shape[1])
 
     @property
     def size(self) -> tuple[int, int]:
-        return int(self.frames.shape[2]), int(self.frames.shape[1])
+        """(width, height) of the frame coordinates that boxes and masks refer to."""
+        return self.coordinate_size or self.pixel_size
+
+
+@dataclass(frozen=True)
+class Mask:
+    """One person's mask in one frame, kept only around the person, on a grid of `scale` cells per
+    frame pixel (1.0: the frame's own pixels; 0.375: a 480-px working copy of a 1280-px frame).
+
+    pixels: (h, w) bool, cell (0, 0) at grid position (top, left). frame_size: (width, height) of
+    the frame coordinates. The grid is the frame resized to round(width * scale_x) x
+    round(height * scale_y) cells, so frame pixel x covers grid position (x + 0.5) * scale_x - 0.5.
+    """
+
+    pixels: np.ndarray
+    top: int
+    left: int
+    frame_size: tuple[int, int]
+    scale_x: float = 1.0
+    scale_y: float = 1.0
+
+    @staticmethod
+    def from_frame(mask: np.ndarray) -> Mask:
+        """A frame-sized (H, W) bool mask, kept as its bounding crop."""
+        height, width = mask.shape
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if not len(rows):
+            return Mask(np.zeros((0, 0), bool), 0, 0, (width, height))
+        top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        return Mask(np.ascontiguousarray(mask[top:bottom, left:right], dtype=bool), top, left, (width, height))
+
+    @property
+    def at_frame_resolution(self) -> bool:
+        return self.scale_x == 1.0 and self.scale_y == 1.0
+
+    def box(self) -> np.ndarray | None:
+        """xyxy frame pixels (exclusive end) of the mask scaled to the frame; None when empty. At
+        frame resolution, the exact extent; otherwise the extent of `frame_crop` along each axis."""
+        rows, cols = np.flatnonzero(self.pixels.any(axis=1)), np.flatnonzero(self.pixels.any(axis=0))
+        if not len(rows):
+            return None
+        x0, x1 = _frame_span(self.left + cols[0], self.left + cols[-1] + 1, self.scale_x, self.frame_size[0])
+        y0, y1 = _frame_span(self.top + rows[0], self.top + rows[-1] + 1, self.scale_y, self.frame_size[1])
+        return np.array([x0, y0, x1, y1], np.float32)
+
+    def frame_crop(self) -> tuple[np.ndarray, int, int]:
+        """(crop (h, w) bool at frame resolution, its top row, its left column): the mask's extent in
+        the frame, as the whole mask resized to the frame (bilinear, threshold half-way) would have
+        it. Only this crop is ever scaled up."""
+        if self.at_frame_resolution:
+            return self.pixels, self.top, self.left
+        box = self.box()
+        if box is None:
+            return np.zeros((0, 0), bool), 0, 0
+        x0, y0, x1, y1 = (int(v) for v in box)
+        # Frame pixel (x, y) samples grid position ((x + .5) * sx - .5 - left, ...) of `pixels`.
+        warp = np.array([[self.scale_x, 0.0, (x0 + 0.5) * self.scale_x - 0.5 - self.left],
+                         [0.0, self.scale_y, (y0 + 0.5) * self.scale_y - 0.5 - self.top]], np.float64)
+        cells = self.pixels.view(np.uint8) * np.uint8(255)
+        crop = cv2.warpAffine(cells, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 127
+        return crop, y0, x0
+
+    def dense(self) -> np.ndarray:
+        """(H, W) bool: the mask over the whole frame (tests, depth)."""
+        width, height = self.frame_size
+        out = np.zeros((height, width), bool)
+        crop, top, left = self.frame_crop()
+        out[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        dense = self.dense()
+        return dense if dtype is None else dense.astype(dtype)
+
+
+def _frame_span(first: int, stop: int, scale: float, limit: int) -> tuple[int, int]:
+    """Frame pixels [a, b) where cells [first, stop) of a grid with `scale` cells per pixel stay
+    above half after bilinear scaling: pixel x samples cell (x + .5) * scale - .5."""
+    if scale == 1.0:
+        return int(first), int(stop)
+    start = math.floor(first / scale - 0.5) + 1
+    end = math.ceil(stop / scale - 0.5)
+    return max(0, min(start, limit)), max(0, min(end, limit))
+
+
+class Masks(Sequence[Mask]):
+    """The masks of several persons (one frame) or of one person over frames (a track): a sequence of
+    `Mask`s that reads as an (N, H, W) bool array where an array is asked for (np.asarray)."""
+
+    def __init__(self, masks: Sequence[Mask], frame_size: tuple[int, int]):
+        self._masks = list(masks)
+        self.frame_size = (int(frame_size[0]), int(frame_size[1]))
+
+    @staticmethod
+    def from_frames(masks: np.ndarray) -> Masks:
+        """(N, H, W) bool (or 0/1) frame-sized masks."""
+        masks = np.asarray(masks)
+        if masks.ndim != 3:
+            raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
+        return Masks([Mask.from_frame(m.astype(bool, copy=False)) for m in masks], (masks.shape[2], masks.shape[1]))
+
+    @staticmethod
+    def of(masks: Masks | np.ndarray) -> Masks:
+        return masks if isinstance(masks, Masks) else Masks.from_frames(masks)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return len(self._masks), self.frame_size[1], self.frame_size[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(bool)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __iter__(self) -> Iterator[Mask]:
+        return iter(self._masks)
+
+    def __getitem__(self, index):
+        """An int gives a `Mask`; a slice, index array or bool array gives `Masks`."""
+        if isinstance(index, (int, np.integer)):
+            return self._masks[index]
+        if isinstance(index, slice):
+            return Masks(self._masks[index], self.frame_size)
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return Masks([self._masks[int(i)] for i in index], self.frame_size)
+
+    def dense(self) -> np.ndarray:
+        """(N, H, W) bool frame-sized masks."""
+        width, height = self.frame_size
+        out = np.zeros((len(self._masks), height, width), bool)
+        for target, mask in zip(out, self._masks):
+            crop, top, left = mask.frame_crop()
+            target[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        dense = self.dense()
+        return dense if dtype is None else dense.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"Masks({len(self)} masks, frame {self.frame_size[0]}x{self.frame_size[1]})"
 
 
 @dataclass
@@ -34,13 +197,14 @@ class FrameDetections:
 
     boxes: np.ndarray  # (N, 4) float32 xyxy pixels
     scores: np.ndarray  # (N,) float32
-    masks: np.ndarray  # (N, H, W) bool, full-frame masks
+    masks: Masks  # N masks; an (N, H, W) bool array is accepted and kept as crops
+
+    def __post_init__(self) -> None:
+        self.masks = Masks.of(self.masks)
 
     @staticmethod
     def empty(height: int, width: int) -> FrameDetections:
-        return FrameDetections(
-            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, height, width), bool)
-        )
+        return FrameDetections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), Masks([], (width, height)))
 
 
 @dataclass
@@ -51,7 +215,10 @@ class Track:
     positions: np.ndarray  # (T,) int64 positions in Clip.frames
     frame_indices: np.ndarray  # (T,) int64 source-stream frame indices (what the API reports)
     boxes: np.ndarray  # (T, 4) float32 xyxy
-    masks: np.ndarray  # (T, H, W) bool
+    masks: Masks  # T masks; an (T, H, W) bool array is accepted and kept as crops
+
+    def __post_init__(self) -> None:
+        self.masks = Masks.of(self.masks)
 
 
 @dataclass

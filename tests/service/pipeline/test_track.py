@@ -37,7 +37,7 @@ def test_two_walkers_become_two_tracks_with_their_own_masks():
         xs = track.boxes[:, 0]
         speeds = np.diff(xs) / np.diff(track.positions)
         assert np.allclose(speeds, speeds[0])  # one walker per track, no identity swap
-        for position, box, mask in zip(track.positions, track.boxes, track.masks):
+        for position, box, mask in zip(track.positions, track.boxes, np.asarray(track.masks)):
             x0, y0, x1, y1 = box.astype(int)
             assert mask[y0:y1, x0:x1].all() and mask.sum() == (x1 - x0) * (y1 - y0)
             assert any(np.array_equal(box, b) for b in frames[position].boxes)
