@@ -9,6 +9,7 @@ service's `AlignedSequence`s (64x44, or 64x64 with `config.full_width`).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,6 +235,35 @@ def legacy_process(path: str | Path, config: PipelineConfig, background: np.ndar
         raise TooFewFramesError("Nobody was seen whole in enough frames.")
     return sequences, len(clip.frames)
 
+
+
+class LegacyYolo:
+    """The old YOLO-seg masks: each person's mask in a frame-sized array, logits over the whole
+    prototype map. Wraps a current `YoloSegmenter` (same model, letterbox, NMS) for the comparison."""
+
+    def __init__(self, segmenter):
+        self.segmenter = segmenter
+        segmenter._postprocess = self._postprocess  # this instance only
+
+    def segment(self, frames: np.ndarray) -> list[LegacyDetections]:
+        return self.segmenter.segment(frames)
+
+    def _postprocess(self, prediction: np.ndarray, protos: np.ndarray, box) -> LegacyDetections:
+        boxes, scores, coefficients = self.segmenter._persons(prediction, protos.shape[0], box)
+        nm, mh, mw = protos.shape
+        logits = (coefficients.T.astype(np.float32) @ protos.reshape(nm, -1).astype(np.float32)).reshape(-1, mh, mw)
+        to_proto = box.frame_to_proto_affine(mh, mw)
+        masks = np.zeros((len(boxes), box.frame_height, box.frame_width), bool)
+        for k, (x1, y1, x2, y2) in enumerate(boxes):
+            left, top, right, bottom = math.ceil(x1), math.ceil(y1), math.ceil(x2), math.ceil(y2)
+            if right <= left or bottom <= top:
+                continue
+            window = to_proto.copy()
+            window[:, 2] += window[:, :2] @ np.array([left, top], np.float64)
+            region = cv2.warpAffine(logits[k], window, (right - left, bottom - top),
+                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+            masks[k, top:bottom, left:right] = region > self.segmenter.mask_logit_threshold
+        return LegacyDetections(boxes, scores, masks)
 
 
 @dataclass

@@ -162,27 +162,32 @@ def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarr
         Row(name, "  now: align (track frames)", align),
     ]
     if yolo_model is not None:
-        rows += yolo_rows(name, path, limits, yolo_model)
+        rows += yolo_rows(name, path, config, yolo_model)
     return rows
 
 
-def yolo_rows(name: str, path: Path, limits: DecodeLimits, model: Path) -> list[Row]:
-    """YOLO-seg on full-size frames (letterbox resize per frame, today) and on frames decoded at its
-    input size (now). A tiny confidence keeps up to 3 'persons' a frame so that masks are decoded even
-    with random weights (their detections are meaningless: only the time counts)."""
+def yolo_rows(name: str, path: Path, config: PipelineConfig, model: Path) -> list[Row]:
+    """YOLO-seg's whole segment step, today (full-size RGB frames, a letterbox resize per frame, frame-
+    sized masks from the whole prototype map) and now (frames decoded at its input size, masks from the
+    prototype cells under each box, kept as the box's crop), decoding included. A tiny confidence keeps
+    up to 3 'persons' a frame so that masks are decoded even with random weights (their detections are
+    meaningless: only the time counts)."""
+    from bench.legacy_pipeline import LegacyYolo
     from service.pipeline.segment_yolo import YoloSegmenter
 
-    yolo = YoloSegmenter(model, providers="cpu", threads=1, conf=1e-7, max_detections=3)
-    full = decode_video(path, limits)
-    small = decode_video(path, limits, frame_side=yolo.input_side)
+    def segmenter() -> YoloSegmenter:
+        return YoloSegmenter(model, providers="cpu", threads=1, conf=1e-7, max_detections=3)
+
+    now_yolo, today_yolo = segmenter(), LegacyYolo(segmenter())
 
     def today() -> int:
-        return len(yolo.segment(full.frames))
+        return len(today_yolo.segment(legacy_decode(path, config).frames))
 
     def now() -> int:
-        return len(yolo.segment(small.frames, small.size))
+        clip = decode_video(path, config.decode, frame_side=now_yolo.input_side)
+        return len(now_yolo.segment(clip.frames, clip.size))
 
-    return [Row(name, "YOLO-seg, full-size frames", today), Row(name, "YOLO-seg, frames decoded at 640", now)]
+    return [Row(name, "decode + YOLO-seg, today", today), Row(name, "decode + YOLO-seg, now", now)]
 
 
 def time_rows(rows: list[Row], repeat: int) -> None:
@@ -293,12 +298,20 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, default=120, help="frames sampled per clip")
     parser.add_argument("--agreement", choices=["shared", "timed", "none"], default="shared",
                         help="agreement on every shared clip, on the timed clips only, or not at all")
-    parser.add_argument("--yolo-model", type=Path, default=None, help="a YOLO-seg ONNX export (default: installed)")
+    parser.add_argument("--yolo-model", default=None,
+                        help="a YOLO-seg ONNX export, or 'random' for a random-weight export (bench/pipeline_models.py); "
+                             "default: the installed one, if any")
     parser.add_argument("--data-dir", type=Path, default=None, help="GAITID data dir holding models/")
     args = parser.parse_args()
 
     settings = PipelineSettings(**({"data_dir": args.data_dir} if args.data_dir else {}))
-    yolo_model = args.yolo_model or (settings.yolo_path if settings.yolo_path.exists() else None)
+    yolo_model = settings.yolo_path if settings.yolo_path.exists() else None
+    if args.yolo_model == "random":
+        from bench.pipeline_models import random_yolo_onnx
+
+        yolo_model = random_yolo_onnx()
+    elif args.yolo_model:
+        yolo_model = Path(args.yolo_model)
     clips = {name: NAMED_CLIPS.get(name, Path(name)) for name in args.clips}
     missing = [str(p) for p in clips.values() if not p.exists()]
     if missing:

@@ -53,7 +53,7 @@ class RescoreCommand(BaseModel):
     max_frames: int | None = None
     max_duration: float | None = None
     path_patterns: tuple[str, ...] = ()  # empty: service.rescore.DEFAULT_PATH_PATTERNS
-    workers: int = 0  # local decode/segment threads; 0 = cores - 1
+    workers: int = 0  # local decode/segment threads; 0 = one per core
     ray: RayOptions | None = None  # None: local threads
     force: bool = False
     progress: bool = True
@@ -132,7 +132,7 @@ def rescore(
     path_pattern: Annotated[list[str] | None, typer.Option(help="regex with groups camera, date, time (or datetime) matched on each path; repeatable, first match wins")] = None,
     max_frames: Annotated[int | None, typer.Option(help="frames decoded per video, sampled evenly (default: GAITID_MAX_FRAMES)")] = None,
     max_duration: Annotated[float | None, typer.Option(help="longer videos are reported as clip_too_long (default: GAITID_MAX_DURATION_S)")] = None,
-    workers: Annotated[int, typer.Option(help="decode/segment threads (0 = cores - 1)")] = 0,
+    workers: Annotated[int, typer.Option(help="decode/segment threads (0 = one per core)")] = 0,
     use_ray: Annotated[bool, typer.Option("--ray/--local", help="run on Ray Data instead of local threads")] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: running instance or a new local one)")] = None,
     ray_actors: Annotated[int, typer.Option(help="Ray actors, each with its own pipeline")] = 2,

@@ -225,7 +225,14 @@ class YoloSegmenter:
 
     def _postprocess(self, prediction: np.ndarray, protos: np.ndarray, box: Letterbox) -> FrameDetections:
         """prediction (4 + nc + nm, A), protos (nm, mh, mw) of one frame -> person detections."""
-        nm = protos.shape[0]
+        boxes, scores, coefficients = self._persons(prediction, protos.shape[0], box)
+        if not len(boxes):
+            return FrameDetections.empty(box.frame_height, box.frame_width)
+        return FrameDetections(boxes, scores, self._masks(coefficients, protos, boxes, box))
+
+    def _persons(self, prediction: np.ndarray, nm: int, box: Letterbox) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes (K, 4) in frame pixels, scores (K,), mask coefficients (nm, K)) of the persons NMS keeps,
+        strongest first."""
         nc = prediction.shape[0] - 4 - nm
         if nc <= 0:
             raise YoloModelError(f"output0 has {prediction.shape[0]} rows; expected 4 + classes + {nm}")
@@ -237,7 +244,7 @@ class YoloSegmenter:
             top = np.argpartition(-score[candidates], self.max_candidates)[:self.max_candidates]
             candidates = candidates[top]
         if len(candidates) == 0:
-            return FrameDetections.empty(box.frame_height, box.frame_width)
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((nm, 0), np.float32)
 
         candidate_scores = score[candidates]
         cx, cy, w, h = prediction[0:4, candidates].astype(np.float64)
@@ -247,9 +254,8 @@ class YoloSegmenter:
         picked = np.asarray(
             cv2.dnn.NMSBoxes(xywh_input, candidate_scores.astype(np.float64), self.conf, self.iou), np.int64
         ).reshape(-1)[:self.max_detections]
-        boxes = box.boxes_to_frame(xyxy_input[picked])
-        masks = self._masks(prediction[4 + nc:, candidates[picked]], protos, boxes, box)
-        return FrameDetections(boxes, candidate_scores[picked].astype(np.float32), masks)
+        return (box.boxes_to_frame(xyxy_input[picked]), candidate_scores[picked].astype(np.float32),
+                prediction[4 + nc:, candidates[picked]])
 
     def _masks(self, coefficients: np.ndarray, protos: np.ndarray, boxes: np.ndarray, box: Letterbox) -> Masks:
         """coefficients (nm, K), protos (nm, mh, mw), boxes (K, 4) in frame pixels -> K masks cut to their boxes."""
