@@ -31,13 +31,14 @@ quantised disparities. `DepthGait.forward` scales them to [0, 1] first, the one 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from gaitid.contract import INPUT_MAX
 from model.config import ModelConfig
 from model.modules import (
-    BasicBlock2D,
     HorizontalPyramidPooling,
     ModalityWeights,
     PerFrame,
@@ -61,15 +62,18 @@ def unit_range(frames: torch.Tensor | None) -> torch.Tensor | None:
 
 class DeepGaitV2Encoder(nn.Module):
     """One modality's encoder: stem (3x3 conv, per frame) and four stages; stage 0 is 2D, the others
-    use cfg.block."""
+    use cfg.block. `strides` and `stem_maxpool` let OpenGait's GaitBase (a ResNet-9) be the same module
+    tree (model/opengait)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, strides: Sequence[int] = STAGE_STRIDES, stem_maxpool: bool = False):
         super().__init__()
         ch = cfg.channels
-        self.stem = PerFrame(nn.Sequential(conv3x3(1, ch[0]), nn.BatchNorm2d(ch[0]), nn.ReLU(inplace=True)))
-        stages = [PerFrame(nn.Sequential(*[BasicBlock2D(ch[0], ch[0]) for _ in range(cfg.layers[0])]))]
-        for i in range(1, 4):
-            stages.append(make_stage(cfg.block, ch[i - 1], ch[i], cfg.layers[i], STAGE_STRIDES[i]))
+        stem = [conv3x3(1, ch[0]), nn.BatchNorm2d(ch[0]), nn.ReLU(inplace=True)]
+        if stem_maxpool:
+            stem.append(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))  # torchvision ResNet's maxpool
+        self.stem = PerFrame(nn.Sequential(*stem))
+        stages = [make_stage("2d", ch[0], ch[0], cfg.layers[0], strides[0])]
+        stages += [make_stage(cfg.block, ch[i - 1], ch[i], cfg.layers[i], strides[i]) for i in range(1, 4)]
         self.stages = nn.ModuleList(stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,14 +32,11 @@ from pydantic import model_validator
 from torch import nn
 
 from model.config import ModelConfig
-from model.depthgait import unit_range
+from model.depthgait import DeepGaitV2Encoder, unit_range
 from model.modules import (
     HorizontalPyramidPooling,
-    PerFrame,
     SeparateBNNecks,
     SeparateFCs,
-    conv3x3,
-    make_stage,
     temporal_max_pool,
 )
 
@@ -96,28 +93,6 @@ class OpenGaitModelConfig(ModelConfig):
         return "resnet9" if self.architecture == "gaitbase" else self.block
 
 
-class OpenGaitEncoder(nn.Module):
-    """Stem and four stages, per OpenGait; the module tree of model.depthgait.DeepGaitV2Encoder."""
-
-    def __init__(self, cfg: OpenGaitModelConfig):
-        super().__init__()
-        ch = cfg.channels
-        stem = [conv3x3(1, ch[0]), nn.BatchNorm2d(ch[0]), nn.ReLU(inplace=True)]
-        if cfg.stem_maxpool:
-            stem.append(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))  # torchvision ResNet's maxpool
-        self.stem = PerFrame(nn.Sequential(*stem))
-        # Stage 0 is 2D in both networks (DeepGaitV2's layer1 is always BasicBlock2D).
-        stages = [make_stage("2d", ch[0], ch[0], cfg.layers[0], cfg.strides[0])]
-        stages += [make_stage(cfg.block, ch[i - 1], ch[i], cfg.layers[i], cfg.strides[i]) for i in range(1, 4)]
-        self.stages = nn.ModuleList(stages)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-
 class OpenGaitNet(nn.Module):
     """DeepGaitV2 or GaitBase. forward(sils) takes the contract's raw (N, S, 64, 44) 0..255 frames and
     returns DepthGait's outputs: `embedding` is the feature OpenGait's inference returns."""
@@ -126,7 +101,7 @@ class OpenGaitNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.modalities = cfg.modalities
-        self.encoders = nn.ModuleDict({"sils": OpenGaitEncoder(cfg)})
+        self.encoders = nn.ModuleDict({"sils": DeepGaitV2Encoder(cfg, cfg.strides, cfg.stem_maxpool)})
         self.hpp = HorizontalPyramidPooling(cfg.parts)
         self.fcs = SeparateFCs(cfg.parts, cfg.channels[3], cfg.embedding_dim)
         self.bnneck = SeparateBNNecks(cfg.parts, cfg.embedding_dim, cfg.num_classes)
