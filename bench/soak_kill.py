@@ -6,27 +6,29 @@ Each round starts the service (uvicorn subprocess on 127.0.0.1, one data directo
 the real clip pipeline with background subtraction, a tiny ONNX embedding model, a keys file with an
 admin key), checks that the restarted server reports what the client knows, does a few acknowledged
 operations, then sends the round's target operation and SIGKILLs the server at a random moment within
-that operation's usual duration (measured on the acknowledged ones; half of the kills near its end,
-where the transaction commits). Targets alternate between
-enrollment (new subject, append or replace) and deletion; every few rounds the server starts on the
-other of two tiny models, so the gallery must be re-embedded (POST /gallery/reembed) and that is the
-round's target. After each kill, with the server down, the gallery is opened directly and checked:
+that operation's usual duration (measured on the acknowledged ones), or -- half of the kills -- right
+when the gallery database is written (its WAL file changes), 0-1.5 ms later. Targets alternate
+between enrollment (new subject, append or replace) and deletion; every few rounds the server starts
+on the other of two tiny models, so the gallery must be re-embedded (POST /gallery/reembed) and that
+is the target of the first round on the new model (later rounds finish an interrupted re-embedding
+first). After each kill, with the server down, the gallery is opened directly and checked:
 - `Gallery.check()`: SQLite integrity, no half-written rows, the index holds exactly the stored
   sequences, the audit log replays to the store (gallery/consistency.py);
 - nothing acknowledged was lost: the store is exactly what the acknowledged answers say, with the
   killed operation either wholly applied or not at all;
 - every acknowledged change has its audit entry under the request id its answer carried.
 
-    python bench/soak_kill.py                  # 50 kills (about 5 minutes on 2 cores)
+    python bench/soak_kill.py                  # 50 kills (about 2-3 minutes on 2 cores)
     python bench/soak_kill.py --kills 5 --seed 3 --clip ../shared/data/videos/some.avi
 
-Prints one line per kill and the figures; exit status 1 when any check failed. tests/test_soak_kill.py
-runs a small version (5 kills).
+Prints one line per kill and the figures; exit status 1 when any check failed.
+tests/service/test_soak_kill.py runs a small version (5 kills).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import socket
@@ -54,6 +56,7 @@ ADMIN_KEY = "soak-admin-secret"
 GALLERY = "soak"
 SWITCH_MODEL_EVERY = 4  # rounds on one model before the server starts on the other
 TYPICAL_S = {"enroll": 0.3, "delete": 0.03, "reembed": 0.1}  # first guesses; then measured
+REEMBED_BATCH = 16  # sequences per transaction of POST /gallery/reembed (Gallery.reembed's default)
 
 
 @dataclass
@@ -181,8 +184,67 @@ def perform(client: httpx.Client, op: Operation, clip: tuple[str, bytes]) -> Ope
     return op
 
 
-def next_operation(rng: np.random.Generator, known: Known, kind: str, counter: int) -> Operation:
-    subjects = sorted(known.subjects)
+def acknowledge(client: httpx.Client, op: Operation, clip: tuple[str, bytes], known: Known) -> Operation:
+    """A warm-up operation, which must be answered 2xx; the client's knowledge follows it."""
+    done = perform(client, op, clip)
+    if not done.acknowledged:
+        raise RuntimeError(f"warm-up {done.kind} {done.subject} answered {done.status}: {done.body}")
+    known.apply(done)
+    return done
+
+
+def kill(rng: np.random.Generator, server: Server, client: httpx.Client, target: Operation,
+         clip: tuple[str, bytes], done: list[Operation], wal: Path, sequences: int) -> float:
+    """Send `target` and SIGKILL the server during it: half the time at a random moment of its usual
+    duration (median of the acknowledged ones), half the time right when the gallery database is
+    written (the WAL file changes: the transaction is being committed), 0-1.5 ms later. Returns the
+    seconds from sending to the kill."""
+    recent = done[-10:]
+    duration = float(np.median([op.seconds for op in recent])) if recent else TYPICAL_S[target.kind]
+    at_write = rng.random() < 0.5
+    delay = float(rng.uniform(0.0, 1.2 * duration))
+    before = _stat(wal)
+    worker = threading.Thread(target=perform, args=(client, target, clip))
+    sent = time.perf_counter()
+    worker.start()
+    if at_write:
+        # A re-embedding writes one batch of embeddings per transaction, then switches models in a last
+        # one: kill at any of these writes, the switch included.
+        writes = int(rng.integers(1, math.ceil(sequences / REEMBED_BATCH) + 2)) if target.kind == "reembed" else 1
+        deadline = sent + 2.0 * duration + 0.05
+        while writes and time.perf_counter() < deadline and worker.is_alive():
+            if (now := _stat(wal)) != before:
+                before, writes = now, writes - 1
+            else:
+                time.sleep(0.0002)
+        time.sleep(float(rng.uniform(0.0, 0.0015)))
+    else:
+        time.sleep(delay)
+    killed_after = time.perf_counter() - sent
+    server.kill()
+    worker.join(60)
+    return killed_after
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def next_operation(rng: np.random.Generator, known: Known, kind: str, counter: int,
+                   planned: list[Operation] = ()) -> Operation:
+    """An enrollment (new subject, or another walk of a known one) or a deletion of a known subject,
+    among the subjects the client knows once the `planned` operations are done."""
+    subjects = set(known.subjects)
+    for op in planned:
+        if op.kind == "enroll":
+            subjects.add(op.subject)
+        elif op.kind == "delete":
+            subjects.discard(op.subject)
+    subjects = sorted(subjects)
     if kind == "delete" and subjects:
         return Operation("delete", subjects[int(rng.integers(len(subjects)))])
     if subjects and rng.random() < 0.4:  # another walk of a known subject: append or replace
@@ -288,9 +350,9 @@ def soak(kills: int, seed: int = 0, workdir: Path | None = None, clip_path: Path
     data_dir = workdir / "data"
     report = Report()
     known = Known()
-    typical = dict(TYPICAL_S)
-    durations: dict[str, list[float]] = {k: [] for k in typical}
+    history: dict[str, list[Operation]] = {k: [] for k in TYPICAL_S}  # acknowledged ops, for their timing
     subject_counter = 0
+    targets = 0
     started = time.perf_counter()
     for number in range(kills):
         model = models[(number // SWITCH_MODEL_EVERY) % 2]
@@ -305,41 +367,32 @@ def soak(kills: int, seed: int = 0, workdir: Path | None = None, clip_path: Path
             client = httpx.Client(base_url=server.url, headers={"X-API-Key": ADMIN_KEY}, timeout=60.0)
             report.problems += [f"kill {number}: {p}" for p in check_server_view(client, known)]
             needs_reembed = known.model_id is not None and known.model_id != model_id_of(model)
-            acknowledged: list[Operation] = []
-            if needs_reembed:
+            warm_ups: list[Operation] = []
+            if needs_reembed and number % SWITCH_MODEL_EVERY == 0:  # the first round on the other model
                 target = Operation("reembed")
             else:
-                for _ in range(int(rng.integers(1, 6))):  # warm-up: acknowledged changes; the gallery grows
+                if needs_reembed:  # an earlier round's re-embedding was killed: finish it first
+                    warm_ups.append(Operation("reembed"))
+                for _ in range(int(rng.integers(1, 6))):  # acknowledged changes; the gallery grows
                     subject_counter += 1
-                    kind = "enroll" if rng.random() < 0.9 else "delete"
-                    op = perform(client, next_operation(rng, known, kind, subject_counter),
-                                 clips[int(rng.integers(len(clips)))])
-                    if not op.acknowledged:
-                        raise RuntimeError(f"warm-up {op.kind} {op.subject} answered {op.status}: {op.body}")
-                    known.apply(op)
-                    acknowledged.append(op)
-                    durations[op.kind].append(op.seconds)
+                    warm_ups.append(next_operation(rng, known, "enroll" if rng.random() < 0.9 else "delete",
+                                                   subject_counter, planned=warm_ups))
                 subject_counter += 1
-                target = next_operation(rng, known, "delete" if number % 2 else "enroll", subject_counter)
-            for kind, seen in durations.items():
-                if seen:
-                    typical[kind] = float(np.median(seen[-10:]))
-            # Half the kills anywhere in the operation, half near its end, where its transaction commits.
-            low = 0.0 if number % 4 < 2 else 0.8
-            delay = float(rng.uniform(low, 1.2) * typical[target.kind])
-            clip = clips[int(rng.integers(len(clips)))]
-            worker = threading.Thread(target=perform, args=(client, target, clip))
-            worker.start()
-            time.sleep(delay)
-            server.kill()
-            worker.join(60)
+                targets += 1
+                target = next_operation(rng, known, "delete" if targets % 2 == 0 else "enroll", subject_counter,
+                                        planned=warm_ups)
+            acknowledged = [acknowledge(client, op, clips[int(rng.integers(len(clips)))], known) for op in warm_ups]
+            for op in acknowledged:
+                history[op.kind].append(op)
+            delay = kill(rng, server, client, target, clips[int(rng.integers(len(clips)))], history[target.kind],
+                         data_dir / "gallery" / "gallery.db-wal", sum(len(s) for s in known.subjects.values()))
             client.close()
         finally:
             server.kill()
         report.kills += 1
         report.kills_by_kind[target.kind] += 1
         if target.acknowledged:
-            durations[target.kind].append(target.seconds)
+            history[target.kind].append(target)
             known_after = known.copy()
             known_after.apply(target)
             acknowledged.append(target)

@@ -103,14 +103,6 @@ EnrollerDep = Annotated[Caller, Depends(require_enroll)]
 AdminDep = Annotated[Caller, Depends(require_admin)]
 
 
-def get_namespace(caller: ReaderDep) -> str:
-    """The caller's gallery (any role)."""
-    return caller.gallery
-
-
-NamespaceDep = Annotated[str, Depends(get_namespace)]
-
-
 def get_audit_context(request: Request, caller: CallerDep) -> AuditContext:
     """Who asks (the key's name) and the request id, as the audit log records them."""
     return AuditContext(caller.actor, getattr(request.state, "request_id", None))
