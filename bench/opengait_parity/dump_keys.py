@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from opengait_loader import build, load_opengait  # noqa: E402
+from opengait_loader import build, load_opengait
 
 CASES = {
     "deepgaitv2-2d": ("deepgaitv2/DeepGaitV2_casiab.yaml", "2d"),
