@@ -73,18 +73,23 @@ def decode_video(
         if duration is not None and duration > limits.max_duration_s and limits.on_too_long == "reject":
             raise _too_long(duration, limits)
         total = stream.frames or (round(duration * fps) if duration else 0)
-    if not total:
-        total = _count_packets(reopen)  # containers without a frame count or duration: demux only
+        if total:  # the usual case: decode from this container, nothing has been read yet
+            return _decode_clip(container, stream, total, fps, limits, rotation, threads, frame_side)
+    total = _count_packets(reopen)  # containers without a frame count or duration: demux only
+    with _open_container(reopen) as container:
+        return _decode_clip(container, _video_stream(container), total, fps, limits, rotation, threads, frame_side)
+
+
+def _decode_clip(container, stream, total: int, fps: float, limits: DecodeLimits, rotation: int | None,
+                 threads: int, frame_side: int | None) -> Clip:
     if limits.on_too_long == "truncate":
         total = min(total, max(1, int(limits.max_duration_s * fps)))
     wanted = even_sample(total, limits.max_frames)
-    with _open_container(reopen) as container:
-        stream = _video_stream(container)
-        stream.codec_context.thread_count = max(0, int(threads))
-        stream.codec_context.thread_type = "AUTO"
-        frames, indices, applied, source_size = _decode_selected(
-            container, stream, wanted, limits, rotation, frame_side, max(0, int(threads))
-        )
+    stream.codec_context.thread_count = max(0, int(threads))
+    stream.codec_context.thread_type = "AUTO"
+    frames, indices, applied, source_size = _decode_selected(
+        container, stream, wanted, limits, rotation, frame_side, max(0, int(threads))
+    )
     size = scaled_size(*source_size, limits.max_side)
     return Clip(
         frames=frames,
