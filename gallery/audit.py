@@ -18,7 +18,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 ENROLLED = "subject.enrolled"
@@ -98,7 +98,7 @@ def query(conn: sqlite3.Connection, namespace: str, *, action: str | None = None
         f"SELECT id, namespace, at, actor, action, subject_id, request_id, details FROM audit_log "
         f"WHERE {condition} ORDER BY id LIMIT ? OFFSET ?", [*params, -1 if limit is None else limit, offset],
     ).fetchall()
-    entries = [AuditEntry(entry_id=int(r[0]), namespace=r[1], at=datetime.fromtimestamp(r[2], tz=timezone.utc),
+    entries = [AuditEntry(entry_id=int(r[0]), namespace=r[1], at=datetime.fromtimestamp(r[2], tz=UTC),
                           actor=r[3], action=r[4], subject_id=r[5], request_id=r[6], details=json.loads(r[7]))
                for r in rows]
     return entries, total

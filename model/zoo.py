@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gaitid.contract import file_sha256
@@ -207,7 +207,7 @@ def _record(dest: Path, file: str, kind: str, source: str, provenance: dict) -> 
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # -- YOLO-seg -----------------------------------------------------------------------------------------

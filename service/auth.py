@@ -40,11 +40,10 @@ import hmac
 import logging
 import threading
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 from gallery import (
     DEFAULT_NAMESPACE,

@@ -4,7 +4,7 @@ as decoded (see `video.size`), frame indices refer to the source stream, instant
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -313,7 +313,7 @@ def gallery_out(status: GalleryStatus, role: str, server_model_id: str | None) -
 
 def key_out(record: ApiKeyRecord) -> KeyOut:
     return KeyOut(name=record.name, role=record.role, source=record.source,
-                  created_at=datetime.fromtimestamp(record.created_at, tz=timezone.utc), created_by=record.created_by)
+                  created_at=datetime.fromtimestamp(record.created_at, tz=UTC), created_by=record.created_by)
 
 
 def audit_entry_out(entry: AuditEntry) -> AuditEntryOut:

@@ -19,7 +19,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings
 
+from gaitid.contract import EmbeddingModelMetadata
 from service.pipeline.config import DEFAULT_DATA_DIR, ENV_CONFIG, PipelineSettings
+
+# For a model that was never calibrated and no GAITID_UNKNOWN_THRESHOLD: a guess, reported as such.
+UNCALIBRATED_THRESHOLD = 0.5
 
 GALLERY_SUBDIR = "gallery"
 
@@ -31,13 +35,25 @@ class GallerySettings(BaseSettings):
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="gallery database, index and model files")
     top_k: int = Field(5, ge=1, description="candidate subjects per track")
-    # The shipped model's equal-error point from `gaitid calibrate` on subjects it never trained on
-    # (models/README.md); re-calibrate for another model or your own footage.
-    unknown_threshold: float = Field(0.9996, description="mean per-part cosine below which the answer is unknown")
+    # None: the threshold the embedding model declares (`gaitid calibrate --write-threshold` measured it
+    # on subjects the model never trained on); set it to decide otherwise, e.g. after calibrating on
+    # your own footage.
+    unknown_threshold: float | None = Field(
+        None, ge=-1.0, le=1.0,
+        description="similarity below which the answer is unknown (default: the embedding model's calibrated one)")
 
     @property
     def gallery_dir(self) -> Path:
         return self.data_dir / GALLERY_SUBDIR
+
+    def decision_threshold(self, model: EmbeddingModelMetadata | None) -> float:
+        """The open-set threshold in force: this setting, else the model's calibrated one, else
+        UNCALIBRATED_THRESHOLD (the service says so at start-up)."""
+        if self.unknown_threshold is not None:
+            return self.unknown_threshold
+        if model is not None and model.open_set_threshold is not None:
+            return model.open_set_threshold
+        return UNCALIBRATED_THRESHOLD
 
 
 class HttpSettings(BaseSettings):

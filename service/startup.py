@@ -112,8 +112,17 @@ def open_gallery(state: ServiceState, embedder: SequenceEmbedder | None) -> None
     """The gallery compares embeddings the way the model declares (the contract's default without one)."""
     settings = state.settings.gallery
     similarity = {} if embedder is None else {"similarity": embedder.metadata.similarity}
+    metadata = None if embedder is None else embedder.metadata
+    threshold = settings.decision_threshold(metadata)
+    if settings.unknown_threshold is not None:
+        origin = "GAITID_UNKNOWN_THRESHOLD"
+    elif metadata is not None and metadata.open_set_threshold is not None:
+        origin = "the embedding model's calibration"
+    else:
+        origin = "uncalibrated default: run `gaitid calibrate MODEL DATA --write-threshold` or set GAITID_UNKNOWN_THRESHOLD"
+    state.checks.append(ReadinessCheck("threshold", True, f"open-set threshold {threshold:g} ({origin})"))
     try:
-        gallery = Gallery(settings.gallery_dir, threshold=settings.unknown_threshold, **similarity)
+        gallery = Gallery(settings.gallery_dir, threshold=threshold, **similarity)
     except Exception as error:
         log.exception("opening the gallery failed")
         state.checks.append(ReadinessCheck(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,7 @@ def _render(records: list[dict], results: Path, store: RescoreState | None, unkn
                 "errors": len(errors)},
         namespace=_distinct(records, "namespace"), threshold=_distinct(records, "threshold"),
         models=_distinct(records, "model_id"), generations=_distinct(records, "gallery_generation"),
-        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        generated=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     summary = {"subjects": len(subjects), "sightings": sum(len(s["sightings"]) for s in subjects),
                "unknown": len(unknown_records), "errors": len(errors)}

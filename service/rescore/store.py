@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
@@ -196,7 +196,7 @@ class RescoreState:
                 "height, seconds, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (outcome.sha256, outcome.model_id, outcome.status, outcome.error_code, outcome.error_message,
                  outcome.fps, outcome.frame_count, width, height, outcome.seconds,
-                 datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                 datetime.now(UTC).isoformat(timespec="seconds")),
             )
             conn.executemany(
                 "INSERT INTO tracks (sha256, model_id, track_id, frame_indices, boxes, embedding, strip_png) "

@@ -4,7 +4,7 @@ paged, oldest first. Written by the gallery in the transaction of each change (g
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Literal
 
@@ -67,7 +67,7 @@ def _seconds(instant: datetime | None, name: str) -> float | None:
     if instant is None:
         return None
     if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=timezone.utc)
+        instant = instant.replace(tzinfo=UTC)
     try:
         return instant.timestamp()
     except (OverflowError, ValueError, OSError) as error:

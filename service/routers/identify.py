@@ -60,7 +60,7 @@ async def identify(
     the decision (a subject, or unknown when the best similarity is below the threshold)."""
     started = time.perf_counter()
     k = top_k or settings.gallery.top_k
-    decision_threshold = settings.gallery.unknown_threshold if threshold is None else threshold
+    decision_threshold = gallery.threshold if threshold is None else threshold  # the gallery's: see startup
     namespace = caller.gallery
     check_upload(video, settings.http)
     if (model_id := pipeline_model_id(pipeline)) is not None:

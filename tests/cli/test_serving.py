@@ -39,8 +39,8 @@ def test_gaitid_serve_starts_the_service(tmp_path, tiny_model):
                 time.sleep(0.2)
         assert ready is not None, server.stdout.read().decode() if server.poll() is not None else "no answer"
         assert ready.status_code == 200, ready.text
-        assert {c["name"] for c in ready.json()["checks"]} == {"embedding_model", "segmenter", "gallery", "api_keys",
-                                                             "subject_ids"}
+        assert {c["name"] for c in ready.json()["checks"]} == {"embedding_model", "segmenter", "threshold", "gallery",
+                                                             "api_keys", "subject_ids"}
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["status"] == "ok"
     finally:
         server.send_signal(signal.SIGINT)

@@ -27,7 +27,7 @@ def test_readyz_ready_with_model_and_bgsub_fallback(tmp_path, tiny_model):
         response = client.get("/readyz")
     assert response.status_code == 200
     checks = {c["name"]: c for c in response.json()["checks"]}
-    assert set(checks) == {"embedding_model", "segmenter", "gallery", "api_keys", "subject_ids"}
+    assert set(checks) == {"embedding_model", "segmenter", "threshold", "gallery", "api_keys", "subject_ids"}
     assert all(c["ok"] for c in checks.values())
     assert "background subtraction" in checks["segmenter"]["detail"]
     assert "gaitid models fetch" in checks["segmenter"]["detail"]  # how to get the better segmenter

@@ -43,6 +43,41 @@ def test_identify_defaults_come_from_the_gallery_settings(tmp_path, tiny_model, 
     assert answer["top_k"] == 1 and answer["threshold"] == 0.25 and len(answer["tracks"][0]["candidates"]) == 1
 
 
+def calibrated_copy(model, tmp_path, threshold: float):
+    """The tiny model with an open_set_threshold in its contract metadata, as `gaitid calibrate
+    --write-threshold` leaves it."""
+    import onnx
+
+    from gaitid.contract import read_metadata, write_metadata
+
+    metadata = read_metadata(model)
+    metadata.open_set_threshold = threshold
+    proto = onnx.load(str(model))
+    write_metadata(proto, metadata)
+    path = tmp_path / "calibrated.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_default_threshold_is_the_models_calibrated_one_unless_set(tmp_path, tiny_model, fake):
+    model = calibrated_copy(tiny_model, tmp_path, 0.375)
+    with serve(tmp_path / "a", model, fake) as client:
+        client.post("/enroll", data={"subject_id": "a"}, files={"video": clip("a")})
+        assert client.post("/identify", files={"video": clip("a")}).json()["threshold"] == 0.375
+        ready = {c["name"]: c for c in client.get("/readyz").json()["checks"]}
+        assert "0.375" in ready["threshold"]["detail"] and "calibration" in ready["threshold"]["detail"]
+    with serve(tmp_path / "b", model, fake, unknown_threshold=0.125) as client:  # the setting wins
+        client.post("/enroll", data={"subject_id": "a"}, files={"video": clip("a")})
+        assert client.post("/identify", files={"video": clip("a")}).json()["threshold"] == 0.125
+    with serve(tmp_path / "c", tiny_model, fake) as client:  # never calibrated: a stated guess
+        from service.settings import UNCALIBRATED_THRESHOLD
+
+        client.post("/enroll", data={"subject_id": "a"}, files={"video": clip("a")})
+        assert client.post("/identify", files={"video": clip("a")}).json()["threshold"] == UNCALIBRATED_THRESHOLD
+        detail = {c["name"]: c for c in client.get("/readyz").json()["checks"]}["threshold"]["detail"]
+        assert "--write-threshold" in detail
+
+
 def test_identify_on_empty_gallery_answers_unknown(client):
     answer = client.post("/identify", files={"video": clip("x")}).json()
     assert answer["tracks"][0]["unknown"] and answer["tracks"][0]["candidates"] == []
