@@ -233,7 +233,8 @@ def run_training(
             history.append(stats)
             elapsed = time.monotonic() - began
             if done % limits.log_every == 0 or done == limits.iterations:
-                record = _as_floats(stats) | {"frames_per_s": frames_done / elapsed}
+                # wall time too, so CPU/GPU-hours can be read off a run that was resumed several times
+                record = _as_floats(stats) | {"frames_per_s": frames_done / elapsed, "time": time.time()}
                 bar.set_postfix(loss=f"{record['loss']:.3f}", fps=f"{record['frames_per_s']:.0f}")
                 _log(log, record)
             if done % limits.save_every == 0:
