@@ -270,10 +270,13 @@ def build_pipeline(
     Depth: with_depth=None loads Depth Anything only when `embedder` needs depth; True insists
     (dataset preparation), False never loads it. config: overrides settings.pipeline_config().
     """
-    segmenter = make_segmenter(settings, background=background)
+    config = config or settings.pipeline_config()
     needs_depth = with_depth if with_depth is not None else bool(embedder is not None and embedder.metadata.needs_depth)
+    # The empty-scene clip is decoded as the clips will be: shrunk by the decoder, or at full size.
+    shrink = config.decode_at_working_size and not needs_depth
+    segmenter = make_segmenter(settings, background=background, decode_at_working_size=shrink)
     depth_estimator = make_depth_estimator(settings) if needs_depth else None
-    return ClipPipeline(config or settings.pipeline_config(), segmenter, depth_estimator, embedder)
+    return ClipPipeline(config, segmenter, depth_estimator, embedder)
 
 
 def uses_yolo(settings: PipelineSettings) -> bool:
@@ -281,7 +284,8 @@ def uses_yolo(settings: PipelineSettings) -> bool:
     return settings.segmenter == "yolo" or (settings.segmenter == "auto" and settings.yolo_path.is_file())
 
 
-def make_segmenter(settings: PipelineSettings, *, background: str | Path | np.ndarray | None = None) -> Segmenter:
+def make_segmenter(settings: PipelineSettings, *, background: str | Path | np.ndarray | None = None,
+                   decode_at_working_size: bool = True) -> Segmenter:
     if uses_yolo(settings):
         from service.pipeline.segment_yolo import YoloSegmenter  # lazy: needs its ONNX model
 
@@ -290,7 +294,8 @@ def make_segmenter(settings: PipelineSettings, *, background: str | Path | np.nd
     if settings.segmenter not in ("auto", "bgsub"):
         raise ValueError(f"unknown segmenter {settings.segmenter!r}: use auto, yolo or bgsub")
     config = BgSubConfig(min_person_height=settings.min_person_height)
-    return BackgroundSubtractionSegmenter(config, background=_background_frames(background, settings, config.work_side))
+    side = config.work_side if decode_at_working_size else None
+    return BackgroundSubtractionSegmenter(config, background=_background_frames(background, settings, side))
 
 
 def make_depth_estimator(settings: PipelineSettings) -> DepthModel:
@@ -301,9 +306,9 @@ def make_depth_estimator(settings: PipelineSettings) -> DepthModel:
 
 
 def _background_frames(background: str | Path | np.ndarray | None, settings: PipelineSettings,
-                       work_side: int) -> np.ndarray | None:
-    """An empty-scene clip's frames at the working resolution (the clips' own when from the same camera)."""
+                       frame_side: int | None) -> np.ndarray | None:
+    """An empty-scene clip's frames, decoded at `frame_side` (None: full size) like the clips."""
     if background is None or isinstance(background, np.ndarray):
         return background
     limits = DecodeLimits(max_frames=200, max_duration_s=3600.0, max_side=settings.max_side, on_too_long="truncate")
-    return decode_video(background, limits, frame_side=work_side).frames
+    return decode_video(background, limits, frame_side=frame_side).frames
