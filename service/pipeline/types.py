@@ -47,7 +47,7 @@ class Clip:
         return self.coordinate_size or self.pixel_size
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: masks compare by identity, their pixels by np.array_equal
 class Mask:
     """One person's mask in one frame, kept only around the person, on a grid of `scale` cells per
     frame pixel (1.0: the frame's own pixels; 0.375: a 480-px working copy of a 1280-px frame).
