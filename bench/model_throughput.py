@@ -85,6 +85,8 @@ def main() -> None:
                         help="blocks per stage (model/configs: [1, 1, 1, 1], OpenGait's CASIA-B DeepGaitV2)")
     parser.add_argument("--variants", nargs="+", default=["silhouette", "mcf"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--fast-threads", type=int, default=2,
+                        help="also time the fast step with this many threads (0: don't), in the same run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=60, help="sequence length for inference")
@@ -96,17 +98,25 @@ def main() -> None:
     print(f"device={device} threads={args.threads} train batch PxKxframes={batch} inference frames={args.frames}")
     print("train: fp32 = the plain step; fast = model.speed (autocast where the hardware has it, channels-last "
           f"conv weights); loss after the {args.repeats + 1} same steps from the same weights")
-    print("| variant | width | layers | train fp32 frames/s | train fast frames/s | fast/fp32 | loss fp32 / fast "
-          "| torch infer frames/s | ORT infer frames/s | ORT/torch |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    many = args.fast_threads if args.fast_threads and args.fast_threads != args.threads else 0
+    print("| variant | width | layers | train fp32 frames/s | train fast frames/s | fast/fp32 "
+          + (f"| fast, {many} threads | /fp32 " if many else "")
+          + "| loss fp32 / fast | torch infer frames/s | ORT infer frames/s | ORT/torch |")
+    print("|---|---|---|---|---|---|" + ("---|---|" if many else "") + "---|---|---|---|")
     for width in args.widths:
         layers = args.layers
         for variant in args.variants:
             cfg = ModelConfig(variant=variant, width=width, layers=layers, num_classes=68)
             plain, plain_loss = train_fps(cfg, device, batch, args.repeats, accelerated=False)
             fast, fast_loss = train_fps(cfg, device, batch, args.repeats, accelerated=True)
+            threaded = ""
+            if many:
+                torch.set_num_threads(many)
+                fast_many, _ = train_fps(cfg, device, batch, args.repeats, accelerated=True)
+                torch.set_num_threads(args.threads)
+                threaded = f"| {fast_many:.1f} | {fast_many / plain:.2f} "
             t_fps, o_fps = inference_fps(cfg, args.frames, args.repeats, args.threads)
-            print(f"| {variant} | {width} | {layers} | {plain:.1f} | {fast:.1f} | {fast / plain:.2f} "
+            print(f"| {variant} | {width} | {layers} | {plain:.1f} | {fast:.1f} | {fast / plain:.2f} {threaded}"
                   f"| {plain_loss:.3f} / {fast_loss:.3f} | {t_fps:.1f} | {o_fps:.1f} | {o_fps / t_fps:.2f} |",
                   flush=True)
 
