@@ -12,6 +12,7 @@ holds the field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,17 @@ class GallerySettings(BaseSettings):
     def gallery_dir(self) -> Path:
         return self.data_dir / GALLERY_SUBDIR
 
-    def decision_threshold(self, model: EmbeddingModelMetadata | None) -> float:
-        """The open-set threshold in force: this setting, else the model's calibrated one, else
-        UNCALIBRATED_THRESHOLD (the service says so at start-up)."""
+    def decision_threshold(self, model: Callable[[], EmbeddingModelMetadata | None]) -> tuple[float, str]:
+        """The open-set threshold in force and where it comes from: this setting, else the model's
+        calibrated one, else UNCALIBRATED_THRESHOLD. `model` (the embedding model's metadata) is read
+        only when the setting leaves the choice to it."""
         if self.unknown_threshold is not None:
-            return self.unknown_threshold
-        if model is not None and model.open_set_threshold is not None:
-            return model.open_set_threshold
-        return UNCALIBRATED_THRESHOLD
+            return self.unknown_threshold, "GAITID_UNKNOWN_THRESHOLD"
+        metadata = model()
+        if metadata is not None and metadata.open_set_threshold is not None:
+            return metadata.open_set_threshold, "the embedding model's calibration"
+        return UNCALIBRATED_THRESHOLD, ("uncalibrated default: run `gaitid calibrate MODEL DATA --write-threshold` "
+                                        "or set GAITID_UNKNOWN_THRESHOLD")
 
 
 class HttpSettings(BaseSettings):

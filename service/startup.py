@@ -112,14 +112,7 @@ def open_gallery(state: ServiceState, embedder: SequenceEmbedder | None) -> None
     """The gallery compares embeddings the way the model declares (the contract's default without one)."""
     settings = state.settings.gallery
     similarity = {} if embedder is None else {"similarity": embedder.metadata.similarity}
-    metadata = None if embedder is None else embedder.metadata
-    threshold = settings.decision_threshold(metadata)
-    if settings.unknown_threshold is not None:
-        origin = "GAITID_UNKNOWN_THRESHOLD"
-    elif metadata is not None and metadata.open_set_threshold is not None:
-        origin = "the embedding model's calibration"
-    else:
-        origin = "uncalibrated default: run `gaitid calibrate MODEL DATA --write-threshold` or set GAITID_UNKNOWN_THRESHOLD"
+    threshold, origin = settings.decision_threshold(lambda: None if embedder is None else embedder.metadata)
     state.checks.append(ReadinessCheck("threshold", True, f"open-set threshold {threshold:g} ({origin})"))
     try:
         gallery = Gallery(settings.gallery_dir, threshold=threshold, **similarity)

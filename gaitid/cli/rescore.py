@@ -67,24 +67,17 @@ class RescoreCommand(BaseModel):
         return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
     def rescore_options(self, settings: Settings, pipeline: PipelineSettings) -> RescoreOptions:
+        from gaitid.contract import read_metadata
         from service.rescore import DEFAULT_PATH_PATTERNS, RescoreOptions
 
         return RescoreOptions(
             out=self.out, format=self.format, state=self.state, namespace=self.namespace,
             top_k=self.top_k if self.top_k is not None else settings.gallery.top_k,
-            threshold=self.threshold if self.threshold is not None else self._default_threshold(settings, pipeline),
+            threshold=self.threshold if self.threshold is not None else settings.gallery.decision_threshold(
+                lambda: read_metadata(pipeline.embedding_path))[0],
             path_patterns=self.path_patterns or DEFAULT_PATH_PATTERNS,
             force=self.force, progress=self.progress, extraction_settings=pipeline.extraction_fingerprint(),
         )
-
-    @staticmethod
-    def _default_threshold(settings: Settings, pipeline: PipelineSettings) -> float:
-        """The service's threshold: the setting, else the model's calibrated one (read only if needed)."""
-        from gaitid.contract import read_metadata
-
-        if settings.gallery.unknown_threshold is not None:
-            return settings.gallery.unknown_threshold
-        return settings.gallery.decision_threshold(read_metadata(pipeline.embedding_path))
 
     def runner(self, pipeline: PipelineSettings) -> Runner:
         from service.rescore import ExtractorSpec, LocalRunner, RayRunner
