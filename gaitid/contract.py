@@ -113,8 +113,13 @@ def read_metadata(path: str | Path) -> EmbeddingModelMetadata:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises several unrelated types for a damaged file
         raise ContractError(f"{path} is not a readable ONNX file: {exc}") from exc
+    return metadata_of(model, str(path))
+
+
+def metadata_of(model: Any, where: str = "model") -> EmbeddingModelMetadata:
+    """The contract stored in an onnx.ModelProto (see read_metadata)."""
     props = {p.key: p.value for p in model.metadata_props}
-    return metadata_from_json(props.get(METADATA_KEY), str(path))
+    return metadata_from_json(props.get(METADATA_KEY), where)
 
 
 def metadata_from_json(text: str | None, where: str = "model") -> EmbeddingModelMetadata:

@@ -54,12 +54,13 @@ def write_threshold(model_path: str | Path, report: CalibrationReport, *, datase
     id (file hash) changes, so do this before the model enrolls anyone."""
     import onnx
 
-    from gaitid.contract import read_metadata, write_metadata
+    from gaitid.contract import metadata_of, write_metadata
 
     path = Path(model_path)
     if path.suffix != ".onnx":
         raise ValueError(f"the threshold is written into an exported model (.onnx), not {path.name}")
-    metadata = read_metadata(path)
+    model = onnx.load(str(path))
+    metadata = metadata_of(model, str(path))
     summary = report.summary()
     metadata.open_set_threshold = round(report.threshold, 6)
     metadata.provenance["calibration"] = {
@@ -67,7 +68,6 @@ def write_threshold(model_path: str | Path, report: CalibrationReport, *, datase
         "eer": summary["eer"], "fnir_at_fpir": summary["fnir_at_fpir"], "rank1": summary["rank1"],
         "genuine_trials": report.genuine_trials, "impostor_trials": report.impostor_trials,
     }
-    model = onnx.load(str(path))
     write_metadata(model, metadata)
     tmp = path.with_suffix(".tmp.onnx")
     onnx.save(model, str(tmp))
