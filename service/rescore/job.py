@@ -3,6 +3,7 @@
     list the archive -> skip files whose content (sha256) is done with this embedding model
       -> extract the rest with a runner (LocalRunner: threads; RayRunner: Ray Data actors),
          committing each file to the state as it finishes
+      -> record each listed video's camera and start time (service.rescore.sources) in the state
       -> rewrite the results file from the state, every stored track scored against the gallery now
 
 Re-runs: unchanged files are skipped without decoding (their hash is cached by size and mtime);
@@ -27,11 +28,12 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from service.rescore.archive import DEFAULT_PATH_PATTERNS, VIDEO_EXTENSIONS, PathParser, list_archive
+from service.rescore.archive import DEFAULT_PATH_PATTERNS, VIDEO_EXTENSIONS, FileStat, PathParser, list_archive
 from service.rescore.errors import OptionError
 from service.rescore.extract import FileJob, FileOutcome
 from service.rescore.local import Sink
 from service.rescore.results import GalleryScorer, build_records, results_format, write_results
+from service.rescore.sources import CameraMap, SourceFacts, probe_container, recording_start
 from service.rescore.store import RescoreState, default_state_path
 
 log = logging.getLogger("gaitid.rescore")
@@ -56,6 +58,8 @@ class RescoreOptions:
     force: bool = False  # process every file again, even those done
     progress: bool = True  # tqdm bar on stderr
     extraction_settings: Mapping[str, Any] | None = None  # what the files are extracted with (see module doc)
+    # FOLDER=CAMERA_ID entries (service.rescore.sources.CameraMap); relative folders are the archive's.
+    cameras: tuple[str, ...] = ()
 
 
 @dataclass
@@ -91,6 +95,8 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
     fmt = results_format(options.out, options.format)
     paths = [str(p) for p in list_archive(archive, options.extensions)]
     parser = PathParser(options.path_patterns)
+    archive_folder = Path(archive) if Path(archive).is_dir() else Path(archive).parent
+    cameras = CameraMap.parse(options.cameras, base=archive_folder)
     model_id = runner.model_id
     GalleryScorer(gallery, namespace=options.namespace, top_k=options.top_k,
                   threshold=options.threshold).check_model(model_id)
@@ -127,7 +133,8 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
             bar.close()
             summary.pending = len(jobs) - len(finished)
             summary.seconds = time.perf_counter() - started
-            _write(paths, state, model_id, options, parser, run_failures, fmt, summary, gallery)
+            sources = record_sources(paths, state, parser, cameras)
+            _write(paths, state, model_id, options, sources, run_failures, fmt, summary, gallery)
 
         try:
             runner.run(jobs, done, sink)
@@ -143,8 +150,33 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
     return summary
 
 
-def _write(paths: list[str], state: RescoreState, model_id: str, options: RescoreOptions, parser: PathParser,
-           run_failures: dict[str, FileOutcome], fmt: str, summary: RescoreSummary, gallery: Any) -> None:
+def record_sources(paths: list[str], state: RescoreState, parser: PathParser,
+                   cameras: CameraMap) -> dict[str, SourceFacts]:
+    """Camera and start time of every listed video (service.rescore.sources), kept in the state for
+    sightings. Container headers are read once per content, and only when the path has no time."""
+    hashes = state.path_hashes(paths)
+    infos = {path: parser.parse(path) for path in paths}
+    untimed = {hashes[p]: p for p in paths if infos[p].recorded_at is None and p in hashes}
+    containers = state.container_facts(untimed)
+    probed = {sha: probe_container(path) for sha, path in untimed.items() if sha not in containers}
+    if probed:
+        state.save_container_facts(probed)
+    containers.update(probed)
+    sources = {}
+    for path in paths:
+        sha, info = hashes.get(path), infos[path]
+        try:
+            mtime_ns: int | None = FileStat.of(Path(path)).mtime_ns
+        except OSError:
+            mtime_ns = None
+        start, time_source = recording_start(info, containers.get(sha) if sha else None, mtime_ns)
+        sources[path] = SourceFacts(path, sha, cameras.camera_of(path) or info.camera, start, time_source)
+    state.replace_sources(sources.values())
+    return sources
+
+
+def _write(paths: list[str], state: RescoreState, model_id: str, options: RescoreOptions,
+           sources: dict[str, SourceFacts], run_failures: dict[str, FileOutcome], fmt: str, summary: RescoreSummary, gallery: Any) -> None:
     """Rewrite the results file from the state, scored against the gallery as it is now."""
     scorer = GalleryScorer(gallery, namespace=options.namespace, top_k=options.top_k, threshold=options.threshold)
 
@@ -157,7 +189,7 @@ def _write(paths: list[str], state: RescoreState, model_id: str, options: Rescor
                 summary.matches += record["decision"] == "match"
             yield record
 
-    write_results(options.out, counted(build_records(paths, state, model_id, scorer, parser, run_failures)),
+    write_results(options.out, counted(build_records(paths, state, model_id, scorer, sources, run_failures)),
                   fmt)  # type: ignore[arg-type]
 
 

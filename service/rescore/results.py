@@ -9,8 +9,10 @@ changed" cheap: no video is decoded again.
 
 Record fields (RECORD_FIELDS, in this order):
     video            the path as listed (folder walk or list file)
-    camera           from the path (service.rescore.archive), or null
-    recorded_at      start of the recording from the path, ISO 8601 naive local time, or null
+    camera           from the camera mapping or the path (service.rescore.sources), or null
+    recorded_at      start of the recording (service.rescore.sources: from the path, naive local
+                     time; else the container's creation time or the file's mtime, UTC with
+                     +00:00), ISO 8601, or null
     sha256, model_id the content hash and the embedding model: the state's key
     track_id         the person track within the video (null on an error record)
     first_frame, last_frame, frames   source-stream frame range and number of aligned frames
@@ -34,16 +36,16 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from service.rescore.archive import PathParser
 from service.rescore.errors import GalleryMismatchError, OptionError
 from service.rescore.extract import FileOutcome
+from service.rescore.sources import SourceFacts
 from service.rescore.store import FileRecord, RescoreState, StoredTrack
 
 ResultsFormat = Literal["jsonl", "csv", "parquet"]
@@ -110,10 +112,11 @@ class GalleryScorer:
 
 
 def build_records(paths: Sequence[str], state: RescoreState, model_id: str, scorer: GalleryScorer,
-                  parser: PathParser, run_failures: dict[str, FileOutcome] | None = None) -> Iterator[dict]:
+                  sources: Mapping[str, SourceFacts],
+                  run_failures: dict[str, FileOutcome] | None = None) -> Iterator[dict]:
     """Records of every listed video the state knows, in listing order. Videos not processed yet
-    (an interrupted run) have none. `run_failures`: this run's failures that have no content hash
-    (unreadable files), which the state cannot hold."""
+    (an interrupted run) have none. `sources`: camera and start time per path. `run_failures`:
+    this run's failures that have no content hash (unreadable files), which the state cannot hold."""
     run_failures = run_failures or {}
     for start in range(0, len(paths), _CHUNK_FILES):
         chunk = list(paths[start:start + _CHUNK_FILES])
@@ -124,7 +127,7 @@ def build_records(paths: Sequence[str], state: RescoreState, model_id: str, scor
         answers = scorer.score(np.stack([t.embedding for _, t in ordered]) if ordered else np.zeros((0,)), model_id)
         by_track = {(p, t.track_id): a for (p, t), a in zip(ordered, answers)}
         for path in chunk:
-            info = parser.parse(path)
+            info = sources.get(path) or SourceFacts(path, None, None, None, None)
             if path in run_failures:
                 failure = run_failures[path]
                 yield _error_record(path, info, failure.sha256, model_id, failure.error_code, failure.error_message,

@@ -6,7 +6,10 @@ It is the job's journal and the reason re-runs are cheap:
 - `files`: one row per (content sha256, embedding model id): "done" (tracks found, or an error
   that is a fact about the content such as a corrupt file) or "failed" (transient: retried by the
   next run), with the stream facts;
-- `tracks`: each track's frame indices, boxes, embedding and thumbnail strip.
+- `tracks`: each track's frame indices, boxes, embedding and thumbnail strip;
+- `contents`: container facts (creation time, duration) of contents whose path gives no time;
+- `sources`: each video of the last run's listing with its camera and start time
+  (service.rescore.sources): what results records and sightings show.
 
 A file's row and its tracks are committed in one transaction (synchronous=FULL, WAL), right after
 the file is processed: a crash or Ctrl-C loses at most the files in flight, never a finished one,
@@ -21,7 +24,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +36,10 @@ import numpy as np
 from service.rescore.archive import FileStat
 from service.rescore.errors import StateError
 from service.rescore.extract import FileOutcome
+from service.rescore.sources import ContainerFacts, SourceFacts
 
+# Tables added since version 1 (contents, sources) are created on open and ignored by older
+# readers, so they need no new version.
 SCHEMA_VERSION = 1
 STATE_SUFFIX = ".state.sqlite"
 
@@ -69,6 +75,18 @@ CREATE TABLE IF NOT EXISTS tracks (
     strip_png BLOB NOT NULL,
     PRIMARY KEY (sha256, model_id, track_id),
     FOREIGN KEY (sha256, model_id) REFERENCES files (sha256, model_id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS contents (
+    sha256 TEXT PRIMARY KEY,
+    creation_time TEXT,
+    duration_s REAL
+);
+CREATE TABLE IF NOT EXISTS sources (
+    path TEXT PRIMARY KEY,
+    sha256 TEXT,
+    camera TEXT,
+    recorded_at TEXT,
+    time_source TEXT
 );
 """
 
@@ -246,6 +264,75 @@ class RescoreState:
                 found[sha].append(StoredTrack(int(track_id), _array(frames), _array(boxes), _array(embedding)))
         return found
 
+    def iter_tracks(self, model_id: str, *, embeddings: bool = True,
+                    chunk: int = 2048) -> Iterator[tuple[str, StoredTrack]]:
+        """Every stored track of `model_id`, ordered by (sha256, track id); without `embeddings` the
+        embedding is an empty array (listing an archive's tracks without holding their vectors)."""
+        column = "embedding" if embeddings else "NULL"
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT sha256, track_id, frame_indices, boxes, {column} FROM tracks WHERE model_id = ? "
+                "ORDER BY sha256, track_id", (model_id,)).fetchall()
+        empty = np.zeros((0, 0), np.float32)
+        for sha, track_id, frames, boxes, embedding in rows:
+            yield sha, StoredTrack(int(track_id), _array(frames), _array(boxes),
+                                   _array(embedding) if embedding is not None else empty)
+
+    def embeddings(self, keys: Sequence[tuple[str, int]], model_id: str) -> np.ndarray:
+        """(N, C, P) embeddings of the (sha256, track id) keys, in their order."""
+        found: dict[tuple[str, int], np.ndarray] = {}
+        for sha in dict.fromkeys(k[0] for k in keys):
+            with self._lock:
+                rows = self._conn.execute("SELECT track_id, embedding FROM tracks WHERE sha256 = ? AND model_id = ?",
+                                          (sha, model_id)).fetchall()
+            found.update(((sha, int(t)), _array(e)) for t, e in rows)
+        missing = [k for k in keys if k not in found]
+        if missing:
+            raise StateError(f"{len(missing)} tracks are not in {self.path} (first: {missing[0]}); "
+                             "the state changed while it was read")
+        return np.stack([found[k] for k in keys])
+
+    def model_ids(self) -> list[str]:
+        """Embedding models with tracks in this state."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT DISTINCT model_id FROM tracks ORDER BY model_id")]
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's data_version): when to re-read."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    # -- sources: camera and time per listed video --------------------------------------------
+    def container_facts(self, hashes: Iterable[str]) -> dict[str, ContainerFacts]:
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, ContainerFacts] = {}
+        for chunk in _chunks(wanted, 500):
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT sha256, creation_time, duration_s FROM contents WHERE sha256 IN ({marks})", chunk)
+                found.update((r[0], ContainerFacts(_time(r[1]), r[2])) for r in rows)
+        return found
+
+    def save_container_facts(self, facts: Mapping[str, ContainerFacts]) -> None:
+        with self._lock, self._transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO contents (sha256, creation_time, duration_s) VALUES (?, ?, ?)",
+                             [(sha, _iso(f.creation_time), f.duration_s) for sha, f in facts.items()])
+
+    def replace_sources(self, sources: Iterable[SourceFacts]) -> None:
+        """The listing of the latest run, in one transaction: sightings show exactly its videos."""
+        with self._lock, self._transaction() as conn:
+            conn.execute("DELETE FROM sources")
+            conn.executemany(
+                "INSERT OR REPLACE INTO sources (path, sha256, camera, recorded_at, time_source) VALUES (?, ?, ?, ?, ?)",
+                [(s.path, s.sha256, s.camera, _iso(s.recorded_at), s.time_source) for s in sources])
+
+    def sources(self) -> list[SourceFacts]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT path, sha256, camera, recorded_at, time_source FROM sources ORDER BY path").fetchall()
+        return [SourceFacts(r[0], r[1], r[2], _time(r[3]), r[4]) for r in rows]
+
     def strip(self, sha256: str, model_id: str, track_id: int) -> bytes | None:
         with self._lock:
             row = self._conn.execute(
@@ -269,6 +356,14 @@ def _npy(array: np.ndarray) -> bytes:
 
 def _array(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
