@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import onnxruntime as ort
+
+log = logging.getLogger("gaitid.service")
 
 # Order of preference when the user asks for "auto". TensorRT is only used when asked for by name:
 # its engine build takes minutes on first use, which is wrong for a default.
@@ -51,4 +54,11 @@ def make_session(
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=options, providers=resolve_providers(providers))
+    chosen = resolve_providers(providers)
+    session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    # onnxruntime-gpu lists CUDA as available even where no GPU is visible; the session then quietly
+    # runs on the CPU. Say so in one line: it is the difference between GPU and CPU throughput.
+    if unusable := [p for p in chosen if p != "CPUExecutionProvider" and p not in session.get_providers()]:
+        log.warning("%s: %s not usable here (no GPU visible, or its driver or libraries missing); falling back to "
+                    "%s", Path(path).name, ", ".join(unusable), ", ".join(session.get_providers()))
+    return session
