@@ -4,6 +4,8 @@ Layout under `root`:
     gallery.db              SQLite (WAL): the source of truth, every namespace (gallery.store)
     index/<namespace>.faiss one FAISS index file per namespace, a cache of the database
                             (gallery.index for the format, gallery.namespace_indexes for its use)
+    milvus.db               with backend="milvus" and no milvus_uri: a milvus-lite folder holding one
+                            collection per namespace instead (gallery.backends.milvus)
 
 Namespaces. Every row carries its namespace and each namespace has its own index, active model
 and generation counter, so two tenants can enroll the same subject id without seeing each other.
@@ -61,6 +63,7 @@ from gaitid.contract import SequenceEmbedder, Similarity
 from gallery import api_keys, audit, consistency
 from gallery.api_keys import ApiKeyRecord
 from gallery.audit import AuditContext, AuditEntry
+from gallery.backends import BACKENDS, Backend, open_index_store
 from gallery.errors import (
     GalleryClosedError,
     InvalidInputError,
@@ -107,7 +110,6 @@ from gallery.validation import (
 log = logging.getLogger("gaitid.gallery")
 
 DB_FILENAME = "gallery.db"
-INDEX_DIRNAME = "index"
 
 
 class Gallery:
@@ -117,19 +119,30 @@ class Gallery:
     similarity: how embeddings are compared: the one the model declares (its metadata's `similarity`).
     index_kind: "flat" (exact float32, default) or "fp16" (half the memory, scores within ~1e-3).
     device: where searches run: "auto" (GPU when faiss has one), "cpu" or "gpu".
+    backend: where the search vectors live (gallery.backends): "faiss" (in this process, saved under
+    index/) or "milvus" (a Milvus collection per namespace at `milvus_uri`: a server such as
+    http://milvus:19530, or a milvus-lite file, default <root>/milvus.db). SQLite stays the source of truth.
     """
 
     def __init__(self, root: str | Path, *, threshold: float = 0.5, similarity: Similarity = "part-cosine",
                  index_kind: IndexKind = "flat", device: Device = "auto",
-                 replica_factory: ReplicaFactory | None = None):
+                 replica_factory: ReplicaFactory | None = None, backend: Backend = "faiss",
+                 milvus_uri: str | None = None):
         self.root = Path(root)
         self.threshold = check_threshold(threshold)
         self.similarity: Similarity = check_similarity(similarity)
         self.index_kind: IndexKind = check_choice(index_kind, INDEX_KINDS, "index_kind")
+        self.backend: Backend = check_choice(backend, BACKENDS, "backend")
         self._closed = False
         self.store = Store(self.root / DB_FILENAME)
-        self._indexes = NamespaceIndexes(self.store, self.root / INDEX_DIRNAME, kind=self.index_kind,
-                                         similarity=self.similarity, device=device, replica_factory=replica_factory)
+        try:
+            index_store = open_index_store(self.backend, self.root, database_id=self.store.instance_id,
+                                           kind=self.index_kind, device=device, replica_factory=replica_factory,
+                                           milvus_uri=milvus_uri)
+        except BaseException:
+            self.store.close()
+            raise
+        self._indexes = NamespaceIndexes(self.store, index_store, kind=self.index_kind, similarity=self.similarity)
         # Load (or rebuild) every namespace's index now, so the first request is not the slow one.
         for namespace in self.store.namespaces():
             self._indexes.get(namespace)
@@ -147,6 +160,7 @@ class Gallery:
             return
         self.flush()
         self._closed = True
+        self._indexes.index_store.close()
         self.store.close()
 
     def flush(self, namespace: str | None = None) -> None:
@@ -156,8 +170,10 @@ class Gallery:
             with state.lock.gen_rlock():  # saving only reads the index: searches go on meanwhile
                 self._indexes.persist(state)
 
-    def index_path(self, namespace: str) -> Path:
-        return self._indexes.path(check_namespace(namespace))
+    def index_path(self, namespace: str) -> Path | str:
+        """Where the namespace's index is kept: its FAISS file, or "<milvus uri>#<collection alias>"."""
+        location = self._indexes.location(check_namespace(namespace))
+        return Path(location) if self.backend == "faiss" else location
 
     # -- queries ----------------------------------------------------------------------------
     def namespaces(self) -> list[str]:
@@ -328,6 +344,7 @@ class Gallery:
                 else:
                     state.apply_enrollment(subject_id, new_ids, vectors, replaced, display_name, created)
                     state.generation, state.generation_token = bumped.generation, bumped.generation_token
+                    self._indexes.changed(state)
             except Exception:  # committed already: the database is right, the index reloads lazily
                 log.exception("index update after enrollment failed; namespace %s will reload", namespace)
                 state.invalidate()
@@ -362,6 +379,7 @@ class Gallery:
                 else:
                     state.apply_deletion(subject_id, sequence_ids)
                     state.generation, state.generation_token = bumped.generation, bumped.generation_token
+                    self._indexes.changed(state)
             except Exception:
                 log.exception("index update after deletion failed; namespace %s will reload", namespace)
                 state.invalidate()

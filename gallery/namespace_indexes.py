@@ -1,10 +1,12 @@
 """Each namespace's index, kept in step with the database: loaded, rebuilt, reloaded and persisted.
 
-The database (gallery.store) is the source of truth; an index file (index/<namespace>.faiss, see
-gallery.index) is only a cache of it. At load the file is used only if its header's database id,
-generation, generation token, model, similarity, kind, dimension and size match the database and
-its ids are the database's; otherwise the index is rebuilt from the stored embeddings (and the
-reason kept in `rebuild_reason`). Files are written atomically, only when stale.
+The database (gallery.store) is the source of truth; the stored index -- an index file
+(index/<namespace>.faiss, see gallery.index) or a Milvus collection (gallery.backends.milvus), the
+backend's `IndexStore` (gallery.backends) -- is only a copy of it. At load it is used only if its
+header's database id, generation, generation token, model, similarity, kind, dimension and size
+match the database and its ids are the database's; otherwise the index is rebuilt from the stored
+embeddings (and the reason kept in `rebuild_reason`). Files are written atomically, only when
+stale; a write-through store (Milvus) gets its header after every change.
 
 Freshness across processes: before a search the namespace's database generation is compared with
 the one its view reflects; another process's write makes them differ and the view reloads.
@@ -14,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from gaitid.contract import Similarity, search_vectors
-from gallery.index import Device, IndexFileError, ReplicaFactory, VectorIndex
+from gallery.backends import IndexStore, SearchIndex
+from gallery.index import IndexFileError
 from gallery.namespace_state import NOT_LOADED, NamespaceState
 from gallery.store import NamespaceRow, Store
 from gallery.types import IndexInfo, IndexKind
@@ -30,19 +32,17 @@ log = logging.getLogger("gaitid.gallery")
 class NamespaceIndexes:
     """The in-memory state of every namespace this process has touched, created on first use."""
 
-    def __init__(self, store: Store, directory: Path, *, kind: IndexKind, similarity: Similarity,
-                 device: Device = "auto", replica_factory: ReplicaFactory | None = None):
+    def __init__(self, store: Store, index_store: IndexStore, *, kind: IndexKind, similarity: Similarity):
         self.store = store
-        self.directory = directory
+        self.index_store = index_store
         self.kind: IndexKind = kind
         self.similarity: Similarity = similarity
-        self._device: Device = device
-        self._replica_factory = replica_factory
         self._states: dict[str, NamespaceState] = {}
         self._states_lock = threading.Lock()
 
-    def path(self, namespace: str) -> Path:
-        return self.directory / f"{namespace}.faiss"
+    def location(self, namespace: str) -> str:
+        """Where the namespace's index is kept (a file, a Milvus collection)."""
+        return self.index_store.location(namespace)
 
     def vectors(self, embeddings: np.ndarray) -> np.ndarray:
         """Validated (N, C, P) embeddings -> the index's vectors (inner product = the similarity)."""
@@ -85,9 +85,9 @@ class NamespaceIndexes:
                 return
             ids, subjects = self.store.active_sequence_map(conn, state.name, row.model_id)
             names = self.store.display_names(conn, state.name)
-            index, reason = self._index_from_file(row, ids)
+            index, reason = self._stored_index(row, ids)
             if index is None:
-                index = self._new_index(row.embedding_shape)
+                index = self.index_store.create(state.name, row.embedding_shape[0] * row.embedding_shape[1])
                 for chunk_ids, embeddings in self.store.iter_embeddings(conn, state.name, row.model_id):
                     index.add(chunk_ids, self.vectors(embeddings))
         state.index = index
@@ -100,8 +100,14 @@ class NamespaceIndexes:
         else:
             state.loaded_from = "rebuilt"
             log.info("rebuilt index of namespace %s (%d vectors): %s", state.name, index.ntotal, reason)
-            if persist:
+            if persist or self.index_store.write_through:  # a write-through store's new index must replace the old
                 self.persist(state)
+
+    def changed(self, state: NamespaceState) -> None:
+        """After a change applied to the index: a write-through store records the new generation now
+        (a file waits for flush). Caller holds the write lock."""
+        if self.index_store.write_through:
+            self.persist(state)
 
     def persist(self, state: NamespaceState) -> None:
         """Write the namespace's index file if it is stale. Only reads the index: a read lock suffices."""
@@ -110,15 +116,16 @@ class NamespaceIndexes:
         if self.store.generation(state.name) != state.generation:
             return  # another process moved the database on: this index would be stale on arrival
         generation = state.generation
-        state.index.save(self.path(state.name), {
+        self.index_store.save(state.name, state.index, {
             "db_instance": self.store.instance_id, "namespace": state.name, "generation": generation,
             "generation_token": state.generation_token, "model_id": state.model_id, "similarity": self.similarity,
         })
         state.saved_generation = generation
 
     def forget_file(self, state: NamespaceState) -> None:
-        """Delete the namespace's index file (it may hold vectors that were just deleted)."""
-        self.path(state.name).unlink(missing_ok=True)
+        """The stored index no longer vouches for the database: delete the namespace's index file
+        (it may hold vectors that were just deleted), or invalidate its Milvus header."""
+        self.index_store.forget(state.name)
         state.saved_generation = NOT_LOADED
 
     def info(self, state: NamespaceState) -> IndexInfo | None:
@@ -126,7 +133,7 @@ class NamespaceIndexes:
             return None
         return IndexInfo(kind=state.index.kind, device=state.index.device, vectors=state.index.ntotal,
                          generation=state.generation, loaded_from=state.loaded_from,  # type: ignore[arg-type]
-                         path=str(self.path(state.name)), rebuild_reason=state.rebuild_reason)
+                         path=self.location(state.name), rebuild_reason=state.rebuild_reason)
 
     def _set_empty(self, state: NamespaceState, row: NamespaceRow | None) -> None:
         state.index = None
@@ -136,29 +143,26 @@ class NamespaceIndexes:
         state.generation_token = row.generation_token if row else ""
         state.set_subjects([], [], {})
         state.loaded_from, state.rebuild_reason = "empty", None
-        self.forget_file(state)
+        self.index_store.drop(state.name)
+        state.saved_generation = NOT_LOADED
 
-    def _index_from_file(self, row: NamespaceRow, ids: np.ndarray) -> tuple[VectorIndex | None, str | None]:
-        """The namespace's index file if it reflects exactly this database state; else (None, why)."""
-        path = self.path(row.name)
-        if not path.exists():
-            return None, "missing"
+    def _stored_index(self, row: NamespaceRow, ids: np.ndarray) -> tuple[SearchIndex | None, str | None]:
+        """The namespace's stored index if it reflects exactly this database state; else (None, why)."""
         assert row.embedding_shape is not None
         expected = {"db_instance": self.store.instance_id, "namespace": row.name, "generation": row.generation,
                     "generation_token": row.generation_token, "model_id": row.model_id,
                     "similarity": self.similarity, "kind": self.kind,
                     "dim": row.embedding_shape[0] * row.embedding_shape[1], "ntotal": len(ids)}
         try:
-            header = VectorIndex.read_header(path)
+            header = self.index_store.read_header(row.name)
+            if header is None:
+                return None, "missing"
             differing = [k for k, v in expected.items() if header.get(k) != v]
             if differing:
                 return None, "stale: " + ", ".join(f"{k} {header.get(k)!r} != {expected[k]!r}" for k in differing)
-            index, _ = VectorIndex.load(path, device=self._device, replica_factory=self._replica_factory)
+            index = self.index_store.open(row.name)
         except IndexFileError as exc:
             return None, f"corrupt: {exc}"
         if not np.array_equal(np.sort(index.ids()), ids):
             return None, "stale: ids differ from the database"
         return index, None
-
-    def _new_index(self, shape: tuple[int, int]) -> VectorIndex:
-        return VectorIndex(shape[0] * shape[1], self.kind, device=self._device, replica_factory=self._replica_factory)

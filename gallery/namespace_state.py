@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from readerwriterlock.rwlock import RWLockWrite
 
-from gallery.index import VectorIndex
+from gallery.backends import SearchIndex
 from gallery.types import Candidate, Identification
 
 NOT_LOADED = -1
@@ -33,7 +33,7 @@ class NamespaceState:
     saved_generation: int = NOT_LOADED  # generation of the index file on disk
     model_id: str | None = None
     shape: tuple[int, int] | None = None
-    index: VectorIndex | None = None
+    index: SearchIndex | None = None
     subject_of: dict[int, str] = field(default_factory=dict)  # sequence id -> subject id
     sequence_counts: Counter = field(default_factory=Counter)  # subject id -> enrolled sequences
     display_names: dict[str, str] = field(default_factory=dict)
