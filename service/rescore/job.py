@@ -28,7 +28,13 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from service.rescore.archive import DEFAULT_PATH_PATTERNS, VIDEO_EXTENSIONS, FileStat, PathParser, list_archive
+from service.rescore.archive import (
+    DEFAULT_PATH_PATTERNS,
+    VIDEO_EXTENSIONS,
+    FileStat,
+    PathParser,
+    list_archive,
+)
 from service.rescore.errors import OptionError
 from service.rescore.extract import FileJob, FileOutcome
 from service.rescore.local import Sink

@@ -131,7 +131,7 @@ def _utc(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.strip())
     except ValueError:
         return None
     # A tag without a zone is UTC by the MP4/QuickTime convention; 1904/1970 epochs mean "never set".
@@ -160,6 +160,6 @@ def time_key(moment: datetime) -> datetime:
 def parse_time(text: str) -> datetime:
     """An ISO 8601 time from the user (2024-01-02, 2024-01-02T10:00, ...+02:00, ...Z)."""
     try:
-        return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise OptionError(f"{text!r} is not an ISO 8601 time (e.g. 2024-01-02T10:00:00)") from exc
