@@ -20,7 +20,7 @@ from service.errors import add_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware, UploadAuthMiddleware, max_body_bytes
 from service.openapi import install_openapi
-from service.routers import admin, audit, enroll, galleries, health, identify, keys, subjects
+from service.routers import admin, audit, enroll, galleries, health, identify, keys, subjects, ui
 from service.settings import Settings, get_settings
 from service.startup import start_services, stop_services
 from service.state import ServiceState
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gaitid = state
     for router in (enroll.router, identify.router, subjects.router, galleries.router, keys.router, audit.router,
-                   admin.router, health.router):
+                   admin.router, health.router, ui.router):
         app.include_router(router)
     add_error_handlers(app)
     install_openapi(app, state.keyring)

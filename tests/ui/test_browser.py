@@ -1,0 +1,110 @@
+"""The web page (/ui/) in headless Chromium against the real service: enroll from real clips (one
+walker; two walkers, choosing one by their thumbnails), identify another clip of the same person and
+see their name, delete a subject after confirming; the API key prompt; errors shown from the ErrorBody.
+Screenshots at a laptop's and a phone's size (GAITID_UI_SCREENSHOTS keeps them)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.ui.conftest import LAPTOP, PHONE
+
+PROCESSING_MS = 90_000  # a clip on a loaded 2-core CI machine; a few seconds when idle
+
+
+def enroll(page: Page, subject_id: str, display_name: str, clip) -> None:
+    page.click("nav a[data-view=enroll]")
+    form = page.locator("#enroll-form")
+    form.locator("[name=subject_id]").fill(subject_id)
+    form.locator("[name=display_name]").fill(display_name)
+    form.locator("[name=video]").set_input_files(clip)
+    form.locator("button[type=submit]").click()
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_enroll_identify_and_delete_in_the_browser(browser, service, videos_dir, screenshots):
+    phone = videos_dir / "phone"  # person A walks in demo1 and demo2; persons B and C together in demo4
+    with service() as base:
+        page = browser.new_page(viewport=LAPTOP)
+        page.goto(f"{base}/ui/")
+        expect(page.locator("#gallery-status")).to_contain_text("gallery default · admin · 0 subjects")
+
+        enroll(page, "person-a", "Person A", phone / "demo1.mp4")
+        expect(page.locator("#enroll-result .notice")).to_contain_text(
+            "Enrolled Person A (person-a)", timeout=PROCESSING_MS)
+
+        # Two people: the page shows each track to choose from, and enrolls the chosen one.
+        enroll(page, "person-b", "Person B", phone / "demo4.mp4")
+        choices = page.locator("#enroll-result article.track")
+        expect(choices).to_have_count(2, timeout=PROCESSING_MS)
+        page.screenshot(path=screenshots / "enroll-choose-laptop.png", full_page=True)
+        chosen = choices.first.get_attribute("data-track-id")
+        choices.first.locator("button.pick").click()
+        expect(page.locator("#enroll-result .notice")).to_contain_text(
+            f"Enrolled Person B (person-b): track {chosen}", timeout=PROCESSING_MS)
+
+        page.click("nav a[data-view=identify]")
+        page.locator("#identify-form [name=video]").set_input_files(phone / "demo2.mp4")
+        page.locator("#identify-form button[type=submit]").click()
+        track = page.locator("#identify-result article.track")
+        expect(track).to_have_count(1, timeout=PROCESSING_MS)
+        expect(track.locator(".decision")).to_have_attribute("data-decision", "known")
+        expect(track.locator(".decision")).to_contain_text("Person A")
+        expect(track.locator("tbody tr")).to_have_count(2)  # both enrolled subjects, best first
+        expect(track.locator("tbody tr").first).to_contain_text("Person A")
+        page.screenshot(path=screenshots / "identify-laptop.png", full_page=True)
+        page.set_viewport_size(PHONE)
+        page.screenshot(path=screenshots / "identify-phone.png", full_page=True)
+        page.set_viewport_size(LAPTOP)
+
+        page.click("nav a[data-view=subjects]")
+        rows = page.locator("#subjects-list tbody tr")
+        expect(rows).to_have_count(2)
+        row = page.locator("#subjects-list tr[data-subject-id=person-a]")
+        row.locator("button.danger").click()
+        dialog = page.locator("#confirm-dialog")
+        expect(dialog).to_contain_text("Person A (person-a) and 1 enrolled walk")
+        dialog.locator("button[value=cancel]").click()  # cancelling keeps the subject
+        expect(rows).to_have_count(2)
+        row.locator("button.danger").click()
+        page.screenshot(path=screenshots / "delete-confirm-phone.png")
+        dialog.locator("#confirm-ok").click()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-subject-id", "person-b")
+        page.set_viewport_size(PHONE)
+        page.screenshot(path=screenshots / "subjects-phone.png", full_page=True)
+
+        left = httpx.get(f"{base}/subjects").json()
+        assert [s["subject_id"] for s in left["subjects"]] == ["person-b"]
+
+
+def test_api_key_prompt_and_error_answers(browser, service, tmp_path):
+    key = "ui-test-key-0123456789"
+    with service(api_keys=key) as base:
+        page = browser.new_page(viewport=PHONE)
+        page.goto(f"{base}/ui/")
+        dialog = page.locator("#key-dialog")
+        expect(dialog).to_be_visible()  # the server answered 401: the page asks for the key
+        expect(page.locator("#gallery-status")).to_have_text("API key needed")
+        dialog.locator("[name=key]").fill(key)
+        dialog.locator("button[value=save]").click()
+        expect(page.locator("#gallery-status")).to_contain_text("· admin · 0 subjects")
+        assert page.evaluate("sessionStorage.getItem('gaitid.apiKey')") == key
+
+        not_a_video = tmp_path / "notes.mp4"
+        not_a_video.write_text("this is a text file, not a video\n" * 20)
+        page.locator("#identify-form [name=video]").set_input_files(not_a_video)
+        page.locator("#identify-form button[type=submit]").click()
+        error = page.locator("#view-identify .error")
+        expect(error).to_be_visible(timeout=PROCESSING_MS)
+        expect(error.locator(".code")).to_have_text("invalid_video")
+        expect(page.locator("#identify-result")).to_be_empty()
+
+        page.click("nav a[data-view=subjects]")
+        expect(page.locator("#subjects-list")).to_contain_text("Nobody is enrolled yet")
+        page.click("#key-button")
+        dialog.locator("#key-forget").click()
+        expect(page.locator("#gallery-status")).to_have_text("API key needed")
