@@ -6,6 +6,7 @@ app, ONNX Runtime, the gallery) inside itself, so `gaitid --help` and `gaitid se
     models.py    models fetch | import | list | upgrade
     serving.py   serve
     rescore.py   rescore, rescore-report
+    sightings.py sightings
     gallery.py   calibrate, reembed
     access.py    keys new | hash | list, audit, subjects list-invalid | delete, check-gallery
 """
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 import typer
 
-from gaitid.cli import access, gallery, models, rescore, serving, training
+from gaitid.cli import access, gallery, models, rescore, serving, sightings, training
 
 app = typer.Typer(help="gaitid: identify people by the way they walk.", no_args_is_help=True)
 app.add_typer(models.app, name="models")
-for group in (training, serving, rescore, gallery, access):
+for group in (training, serving, rescore, sightings, gallery, access):
     group.register(app)
 
 __all__ = ["app"]

@@ -53,6 +53,8 @@ class RescoreCommand(BaseModel):
     max_frames: int | None = None
     max_duration: float | None = None
     path_patterns: tuple[str, ...] = ()  # empty: service.rescore.DEFAULT_PATH_PATTERNS
+    cameras: tuple[str, ...] = ()  # FOLDER=CAMERA_ID (service.rescore.sources.CameraMap)
+    camera_file: Path | None = None  # a file of FOLDER=CAMERA_ID lines
     workers: int = 0  # local decode/segment threads; 0 = one per core
     ray: RayOptions | None = None  # None: local threads
     force: bool = False
@@ -77,7 +79,14 @@ class RescoreCommand(BaseModel):
                 lambda: read_metadata(pipeline.embedding_path))[0],
             path_patterns=self.path_patterns or DEFAULT_PATH_PATTERNS,
             force=self.force, progress=self.progress, extraction_settings=pipeline.extraction_fingerprint(),
+            cameras=self.camera_entries(),
         )
+
+    def camera_entries(self) -> tuple[str, ...]:
+        """The mapping file's FOLDER=CAMERA_ID lines, then the options' (a later entry for a folder wins)."""
+        from service.rescore.sources import CameraMap
+
+        return (*(CameraMap.read(self.camera_file) if self.camera_file else ()), *self.cameras)
 
     def runner(self, pipeline: PipelineSettings) -> Runner:
         from service.rescore import ExtractorSpec, LocalRunner, RayRunner
@@ -102,9 +111,9 @@ def run(command: RescoreCommand) -> None:
 
     settings = get_settings()
     pipeline = command.pipeline_settings(settings.pipeline)
-    options = command.rescore_options(settings, pipeline)
     try:
         with reported_errors(exit_code=2):
+            options = command.rescore_options(settings, pipeline)
             if not command.archive.exists():  # before loading any model
                 raise ArchiveError(f"the archive {command.archive} does not exist (give a folder, a list file or a video)")
             runner = command.runner(pipeline)
@@ -132,6 +141,8 @@ def rescore(
     segmenter: Annotated[str | None, typer.Option(help="auto | yolo | bgsub (default: GAITID_SEGMENTER)")] = None,
     background: Annotated[Path | None, typer.Option(help="empty-scene clip for bgsub (default: GAITID_BACKGROUND_CLIP)")] = None,
     path_pattern: Annotated[list[str] | None, typer.Option(help="regex with groups camera, date, time (or datetime) matched on each path; repeatable, first match wins")] = None,
+    camera: Annotated[list[str] | None, typer.Option(help="FOLDER=CAMERA_ID: videos under FOLDER (relative to the archive) are that camera's; repeatable, the deepest folder wins over the path's camera")] = None,
+    cameras_file: Annotated[Path | None, typer.Option(help="a file of FOLDER=CAMERA_ID lines (like --camera)")] = None,
     max_frames: Annotated[int | None, typer.Option(help="frames decoded per video, sampled evenly (default: GAITID_MAX_FRAMES)")] = None,
     max_duration: Annotated[float | None, typer.Option(help="longer videos are reported as clip_too_long (default: GAITID_MAX_DURATION_S)")] = None,
     workers: Annotated[int, typer.Option(help="decode/segment threads (0 = one per core)")] = 0,
@@ -149,12 +160,14 @@ def rescore(
 
     A re-run decodes only new or changed videos and re-scores the stored embeddings against the gallery as it is now.
 
-    Camera and time come from paths like camA/2024-01-02/10-00-00.avi or cam7_20240104_083000.mp4 (--path-pattern).
+    Camera and time come from paths like camA/2024-01-02/10-00-00.avi or cam7_20240104_083000.mp4 (--path-pattern);
+    --camera maps folders to cameras; without a time in the path, the container's creation time, else the file's time.
     """
     run(RescoreCommand(
         archive=archive, out=out, format=format_, state=state, namespace=namespace, top_k=top_k,
         threshold=threshold, gallery_dir=gallery_dir, model=model, segmenter=segmenter, background=background,
         max_frames=max_frames, max_duration=max_duration, path_patterns=tuple(path_pattern or ()),
+        cameras=tuple(camera or ()), camera_file=cameras_file,
         workers=workers, force=force, progress=progress,
         ray=RayOptions(address=ray_address, actors=ray_actors, cpus=ray_cpus, gpus=ray_gpus) if use_ray else None,
     ))

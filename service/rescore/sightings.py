@@ -243,6 +243,11 @@ def sighting_record(sighting: Sighting) -> dict[str, Any]:
     }
 
 
+def thumbnail_png(state: RescoreState, model_id: str, sighting: Sighting) -> bytes | None:
+    """The sighting's thumbnail as PNG bytes: the track's strip of aligned silhouettes kept by re-scoring."""
+    return state.strip(sighting.track.sha256, model_id, sighting.track.track_id)
+
+
 def parse_cameras(cameras: Collection[str] | None) -> frozenset[str] | None:
     """None or empty: every camera."""
     chosen = frozenset(c.strip() for c in cameras or () if c.strip())

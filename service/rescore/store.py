@@ -96,6 +96,22 @@ def default_state_path(results: str | Path) -> Path:
     return results.with_name(results.name + STATE_SUFFIX)
 
 
+def find_state(path: str | Path) -> Path:
+    """A state file given itself, or the folder holding exactly one `*.state.sqlite` (the folder a
+    re-scoring job wrote its results and state to)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = sorted(path.glob("*" + STATE_SUFFIX))
+        if len(found) == 1:
+            return found[0]
+        raise StateError(f"{path} holds {len(found)} re-scoring state files ({', '.join(f.name for f in found)}); "
+                         "name one" if found else f"{path} holds no re-scoring state (*{STATE_SUFFIX}): run "
+                         "`gaitid rescore` first, or name the state file")
+    raise StateError(f"the re-scoring state {path} does not exist: run `gaitid rescore` first")
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """A `files` row: what the results need about one processed content."""
