@@ -21,6 +21,7 @@ from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware, UploadAuthMiddleware, max_body_bytes
 from service.openapi import install_openapi
 from service.routers import admin, audit, enroll, galleries, health, identify, keys, subjects, ui
+from service.routers.sightings import router as sightings_router
 from service.settings import Settings, get_settings
 from service.startup import start_services, stop_services
 from service.state import ServiceState
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (enroll.router, identify.router, subjects.router, galleries.router, keys.router, audit.router,
                    admin.router, health.router, ui.router):
         app.include_router(router)
+    app.include_router(sightings_router)  # GET /subjects/{id}/sightings: answers 404 without GAITID_RESCORE_STATE
     add_error_handlers(app)
     install_openapi(app, state.keyring)
     # The last added runs first: the request id wraps everything (it answers unhandled errors); metrics

@@ -42,6 +42,8 @@ class GallerySettings(BaseSettings):
     unknown_threshold: float | None = Field(
         None, ge=-1.0, le=1.0,
         description="similarity below which the answer is unknown (default: the embedding model's calibrated one)")
+    rescore_state: Path | None = Field(
+        None, description="a `gaitid rescore` state file (or its folder): enables GET /subjects/{id}/sightings")
 
     @property
     def gallery_dir(self) -> Path:

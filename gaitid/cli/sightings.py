@@ -65,7 +65,7 @@ def sightings(
             if thumbnails is not None:
                 thumbnails.mkdir(parents=True, exist_ok=True)
                 for number, (sighting, record) in enumerate(zip(found, records), 1):
-                    png = thumbnail_png(archive_state, archive.model_id, sighting)
+                    png = thumbnail_png(archive_state, archive.model_id, sighting.track.sha256, sighting.track.track_id)
                     if png:
                         path = thumbnails / f"{number:04d}-{sighting.track.sha256[:12]}-{sighting.track.track_id}.png"
                         path.write_bytes(png)

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tqdm import tqdm
-
+from gaitid.progress import progress_bar
 from service.rescore.archive import (
     DEFAULT_PATH_PATTERNS,
     VIDEO_EXTENSIONS,
@@ -116,7 +115,7 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
         summary.skipped = len(paths) - len(jobs)
         run_failures: dict[str, FileOutcome] = {}
         finished: set[str] = set()
-        bar = tqdm(total=len(jobs), unit="file", desc="rescore", disable=not options.progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(jobs), unit="file", desc="rescore", disable=not options.progress)
 
         def sink(outcome: FileOutcome) -> None:
             state.save(outcome)

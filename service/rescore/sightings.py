@@ -24,9 +24,11 @@ memory, one matrix product) for now.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,7 +36,7 @@ import numpy as np
 from gaitid.contract import search_vectors
 from service.rescore.errors import GalleryMismatchError, OptionError, StateError
 from service.rescore.sources import time_key
-from service.rescore.store import RescoreState
+from service.rescore.store import RescoreState, find_state
 
 MAX_LIMIT = 10_000
 
@@ -197,6 +199,28 @@ class ArchiveTracks:
         return sorted({t.camera for t in self.tracks if t.camera is not None})
 
 
+class SightingsArchive:
+    """A re-scoring state opened for many queries (the service): each model's tracks are loaded once
+    and again after the state changes (a re-scoring run's commit). Thread-safe."""
+
+    def __init__(self, path: str | Path):
+        self.state = RescoreState(find_state(path))
+        self._lock = threading.Lock()
+        self._loaded: dict[str, tuple[int, ArchiveTracks]] = {}
+
+    def tracks(self, model_id: str) -> ArchiveTracks:
+        with self._lock:
+            version = self.state.data_version()
+            cached = self._loaded.get(model_id)
+            if cached is None or cached[0] != version:
+                cached = (version, ArchiveTracks.load(self.state, model_id))
+                self._loaded = {model_id: cached}  # one model's vectors held at a time
+            return cached[1]
+
+    def close(self) -> None:
+        self.state.close()
+
+
 def _at(start: datetime | None, frame: int, fps: float | None) -> datetime | None:
     if start is None or not fps:
         return None
@@ -243,9 +267,9 @@ def sighting_record(sighting: Sighting) -> dict[str, Any]:
     }
 
 
-def thumbnail_png(state: RescoreState, model_id: str, sighting: Sighting) -> bytes | None:
-    """The sighting's thumbnail as PNG bytes: the track's strip of aligned silhouettes kept by re-scoring."""
-    return state.strip(sighting.track.sha256, model_id, sighting.track.track_id)
+def thumbnail_png(state: RescoreState, model_id: str, sha256: str, track_id: int) -> bytes | None:
+    """A track's thumbnail as PNG bytes: its strip of aligned silhouettes kept by re-scoring."""
+    return state.strip(sha256, model_id, track_id)
 
 
 def parse_cameras(cameras: Collection[str] | None) -> frozenset[str] | None:
