@@ -22,6 +22,7 @@ from gallery import (
 )
 from gallery.audit import KEY_ADDED, KEY_CHANGED, KEY_REMOVED
 from gallery.store import SCHEMA_VERSION
+from tests.gallery.conftest import OpenGallery
 from tests.gallery.synthetic import embedding, sequence
 
 
@@ -77,15 +78,15 @@ def test_sync_makes_the_operator_keys_exact_and_audits_each_change(gallery: Gall
         gallery.sync_configured_keys([record("x", secret="s", source="file"), record("y", secret="s", source="file")])
 
 
-def test_a_version_1_gallery_is_upgraded_in_place(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_a_version_1_gallery_is_upgraded_in_place(open_gallery: OpenGallery, tmp_path: Path, rng: np.random.Generator) -> None:
     root = tmp_path / "g"
-    with Gallery(root) as g:
+    with open_gallery(root) as g:
         g.enroll("old", [sequence(rng, embedding(rng))], model_id="m")
     with sqlite3.connect(root / "gallery.db") as conn:  # what the first release wrote
         conn.execute("DROP TABLE audit_log")
         conn.execute("DROP TABLE api_keys")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    with Gallery(root) as g:
+    with open_gallery(root) as g:
         assert g.get_subject("old").sequence_count == 1
         g.delete_subject("old")
         assert g.audit_log()[0][0].subject_id == "old"
@@ -93,4 +94,4 @@ def test_a_version_1_gallery_is_upgraded_in_place(tmp_path: Path, rng: np.random
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(RuntimeError, match="schema 99"):
-        Gallery(root)
+        open_gallery(root)

@@ -19,6 +19,7 @@ from gallery import (
     hash_secret,
 )
 from gallery.audit import DELETED, ENROLLED, KEY_ADDED, REEMBEDDED
+from tests.gallery.conftest import OpenGallery
 from tests.gallery.synthetic import ProjectionEmbedder, embedding, sequence
 
 
@@ -42,9 +43,9 @@ def test_changes_are_audited_with_who_what_and_request(gallery: Gallery, rng: np
     assert gallery.audit_log(namespace="other")[1] == 0
 
 
-def test_deletion_erases_every_biometric_row(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_deletion_erases_every_biometric_row(open_gallery: OpenGallery, tmp_path: Path, rng: np.random.Generator) -> None:
     root = tmp_path / "g"
-    with Gallery(root) as g:
+    with open_gallery(root) as g:
         g.enroll("alice", [sequence(rng, embedding(rng), depth=True) for _ in range(3)], model_id="m")
         g.enroll("bob", [sequence(rng, embedding(rng))], model_id="m")
         g.delete_subject("alice")

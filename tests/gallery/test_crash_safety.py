@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gallery import Gallery
+from tests.gallery.conftest import OpenGallery
 from tests.gallery.synthetic import embedding, sequence
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ _CHILD = textwrap.dedent("""
     import gallery.store
     from gallery import Gallery, SequenceInput
 
-    root, point, action = sys.argv[1], sys.argv[2], sys.argv[3]
+    root, point, action, backend = sys.argv[1:5]
 
     def hook(name):
         if name == point:
@@ -36,7 +36,7 @@ _CHILD = textwrap.dedent("""
             time.sleep(60)  # the parent SIGKILLs us here
 
     gallery.store.FAULT_HOOK = hook
-    g = Gallery(root)
+    g = Gallery(root, backend=backend)
     rng = np.random.default_rng(7)
     seqs = [SequenceInput(np.full((3, 64, 44), 255, np.uint8), rng.standard_normal((256, 16)).astype(np.float32))
             for _ in range(3)]
@@ -45,9 +45,9 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def _run_child(root: Path, point: str, action: str) -> int:
+def _run_child(root: Path, point: str, action: str, backend: str) -> int:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(root), point, action], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(root), point, action, backend], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if action == "kill":
         deadline = time.monotonic() + 60
@@ -60,10 +60,11 @@ def _run_child(root: Path, point: str, action: str) -> int:
     return proc.returncode
 
 
-def _assert_consistent(root: Path, expected_subjects: list[str], rng: np.random.Generator) -> None:
+def _assert_consistent(open_gallery: OpenGallery, root: Path, expected_subjects: list[str],
+                       rng: np.random.Generator) -> None:
     with sqlite3.connect(root / "gallery.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    with Gallery(root) as g:
+    with open_gallery(root) as g:
         assert g.check() == []  # store, index and audit log agree
         status = g.status()
         assert [s.subject_id for s in g.list_subjects()] == expected_subjects
@@ -80,13 +81,14 @@ def _assert_consistent(root: Path, expected_subjects: list[str], rng: np.random.
     ("enroll:written", "kill", False),  # SIGKILLed inside the transaction
     ("enroll:committed", "exit", True),  # died after COMMIT, before the index update
 ])
-def test_crash_during_enrollment_leaves_before_or_after(tmp_path: Path, rng: np.random.Generator,
+def test_crash_during_enrollment_leaves_before_or_after(open_gallery: OpenGallery, backend: str, tmp_path: Path,
+                                                        rng: np.random.Generator,
                                                         point: str, action: str, survives: bool) -> None:
     root = tmp_path / "g"
-    with Gallery(root) as g:
+    with open_gallery(root) as g:
         g.enroll("existing", [sequence(rng, embedding(rng)) for _ in range(2)], model_id="m")
-    code = _run_child(root, point, action)
+    code = _run_child(root, point, action, backend)
     assert code == (17 if action == "exit" else -signal.SIGKILL)
-    _assert_consistent(root, ["existing", "victim"] if survives else ["existing"], rng)
+    _assert_consistent(open_gallery, root, ["existing", "victim"] if survives else ["existing"], rng)
 
 

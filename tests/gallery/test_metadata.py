@@ -18,6 +18,7 @@ from gallery import (
     metadata_from_json,
 )
 from gallery.metadata import json_text_depth
+from tests.gallery.conftest import OpenGallery
 from tests.gallery.synthetic import embedding, sequence
 
 
@@ -62,14 +63,14 @@ def test_deep_objects_are_refused_by_the_gallery(gallery: Gallery, rng: np.rando
     assert gallery.status().subjects == 0
 
 
-def test_too_deep_rows_of_older_versions_read_back_as_a_notice(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_too_deep_rows_of_older_versions_read_back_as_a_notice(open_gallery: OpenGallery, tmp_path: Path, rng: np.random.Generator) -> None:
     root = tmp_path / "g"
-    with Gallery(root) as g:
+    with open_gallery(root) as g:
         g.enroll("old", [sequence(rng, embedding(rng))], model_id="m", metadata={"ok": 1})
     with sqlite3.connect(root / "gallery.db") as conn:  # what an older version let through
         conn.execute("UPDATE subjects SET metadata = ?", (nested(300),))
         conn.execute("UPDATE sequences SET metadata = ?", (nested(500),))
-    with Gallery(root) as g:
+    with open_gallery(root) as g:
         subject = g.get_subject("old")
         assert list(subject.metadata) == ["_unreadable"] and "nested deeper" in subject.metadata["_unreadable"]
         assert list(subject.sequences[0].metadata) == ["_unreadable"]

@@ -1,5 +1,6 @@
 """Persistence: an index file is reused only when it provably matches the database, else rebuilt
-(missing, corrupt, torn, stale, from a diverged copy); two instances on one root stay in step."""
+(missing, corrupt, torn, stale, from a diverged copy); two instances on one root stay in step.
+The Milvus counterparts of the file cases are in test_milvus.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from gallery import Gallery
+from tests.gallery.conftest import OpenGallery
 from tests.gallery.synthetic import embedding, sequence
 
 
@@ -49,32 +51,39 @@ def test_index_file_reused_or_rebuilt(tmp_path: Path, rng: np.random.Generator) 
     reopen("stale")
 
 
-def test_index_file_of_a_diverged_copy_or_edited_database_is_not_trusted(tmp_path: Path,
-                                                                           rng: np.random.Generator) -> None:
-
+def test_index_of_a_diverged_copy_or_edited_database_is_not_trusted(open_gallery: OpenGallery, backend: str,
+                                                                      tmp_path: Path, rng: np.random.Generator) -> None:
     root, copy = tmp_path / "g", tmp_path / "copy"
-    with Gallery(root) as g:
+    # Milvus: both copies use one server (a milvus-lite file outside both roots), as a restored
+    # backup would; their collections have the same names (same database id).
+    shared = {"milvus_uri": str(tmp_path / "shared.db")} if backend == "milvus" else {}
+    with open_gallery(root, **shared) as g:
         g.enroll("a", [sequence(rng, embedding(rng))], model_id="m")
     shutil.copytree(root, copy)
     for r, name in ((root, "x"), (copy, "y")):  # same generation, same id, different content
-        with Gallery(r) as g:
+        with open_gallery(r, **shared) as g:
             g.enroll(name, [sequence(rng, embedding(rng))], model_id="m")
-    shutil.copy(root / "index" / "default.faiss", copy / "index" / "default.faiss")
-    with Gallery(copy) as g:
+    if backend == "faiss":
+        shutil.copy(root / "index" / "default.faiss", copy / "index" / "default.faiss")
+    else:  # opening the original rebuilds the shared collection from its database
+        with open_gallery(root, **shared) as g:
+            assert g.status().index.rebuild_reason.startswith("stale: generation_token")
+    with open_gallery(copy, **shared) as g:
         assert g.status().index.rebuild_reason.startswith("stale: generation_token")
         assert [s.subject_id for s in g.list_subjects()] == ["a", "y"]
     # An edit behind the gallery's back (same count, same generation, other ids) is caught too.
     with sqlite3.connect(copy / "gallery.db") as conn:
         conn.execute("UPDATE embeddings SET sequence_id = 999 WHERE sequence_id = 1")
         conn.execute("UPDATE sequences SET id = 999 WHERE id = 1")
-    with Gallery(copy) as g:
+    with open_gallery(copy, **shared) as g:
         assert g.status().index.rebuild_reason == "stale: ids differ from the database"
         assert g.get_subject("a").sequences[0].sequence_id == 999
 
 
-def test_second_instance_sees_writes_of_the_first(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_second_instance_sees_writes_of_the_first(open_gallery: OpenGallery, tmp_path: Path,
+                                                  rng: np.random.Generator) -> None:
     """Two Gallery objects on one root behave like two processes: the generation check reloads."""
-    with Gallery(tmp_path / "g") as writer, Gallery(tmp_path / "g") as reader:
+    with open_gallery(tmp_path / "g") as writer, open_gallery(tmp_path / "g") as reader:
         e = embedding(rng)
         assert reader.search(e, model_id="m")[0].candidates == ()
         writer.enroll("a", [sequence(rng, e)], model_id="m")

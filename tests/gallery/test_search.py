@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gallery import Gallery
+from tests.gallery.conftest import OpenGallery
 from tests.gallery.synthetic import P, direct_similarity, embedding, sequence
 
 
@@ -78,7 +79,7 @@ def test_empty_gallery_answers_unknown(gallery: Gallery, rng: np.random.Generato
 
 
 def test_fp16_index_scores_close_to_exact(tmp_path: Path, rng: np.random.Generator) -> None:
-    with Gallery(tmp_path / "g", index_kind="fp16") as g:
+    with Gallery(tmp_path / "g", index_kind="fp16") as g:  # a FAISS index kind
         embs = [embedding(rng) for _ in range(20)]
         for i, e in enumerate(embs):
             g.enroll(f"s{i}", [sequence(rng, e, frames=1)], model_id="m")
@@ -90,12 +91,13 @@ def test_fp16_index_scores_close_to_exact(tmp_path: Path, rng: np.random.Generat
         assert g.status().index.kind == "fp16"
 
 
-def test_similarity_is_the_models_and_checked_by_the_contract(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_similarity_is_the_models_and_checked_by_the_contract(open_gallery: OpenGallery, tmp_path: Path,
+                                                              rng: np.random.Generator) -> None:
     """The gallery takes the similarity the model declares; one the contract does not know is refused."""
     from gallery import InvalidInputError
 
-    with Gallery(tmp_path / "g", similarity="part-cosine") as g:
+    with open_gallery(tmp_path / "g", similarity="part-cosine") as g:
         assert g.similarity == "part-cosine"
     with pytest.raises(InvalidInputError, match="unknown similarity 'euclidean'"):
-        Gallery(tmp_path / "h", similarity="euclidean")  # type: ignore[arg-type]
+        open_gallery(tmp_path / "h", similarity="euclidean")  # type: ignore[arg-type]
     assert not (tmp_path / "h").exists()  # refused before anything was created

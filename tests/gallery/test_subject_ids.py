@@ -12,6 +12,7 @@ import pytest
 
 from gallery import Gallery, InvalidSubjectIdError, SubjectNotFoundError, check_new_subject_id
 from gallery.subject_ids import subject_id_problem
+from tests.gallery.conftest import OpenGallery
 from tests.gallery.synthetic import embedding, sequence
 
 VALID = [
@@ -67,9 +68,9 @@ def test_invalid_ids_never_reach_the_database(gallery: Gallery, rng: np.random.G
     assert gallery.audit_log()[1] == 0
 
 
-def _plant_legacy_subjects(root: Path, rng: np.random.Generator, ids: list[str]) -> None:
+def _plant_legacy_subjects(open_gallery: OpenGallery, root: Path, rng: np.random.Generator, ids: list[str]) -> None:
     """Subjects an older version accepted: enrolled under a valid id, then renamed in SQL."""
-    with Gallery(root) as g:
+    with open_gallery(root) as g:
         for number, _ in enumerate(ids):
             g.enroll(f"tmp{number}", [sequence(rng, embedding(rng))], model_id="m")
     with sqlite3.connect(root / "gallery.db") as conn:
@@ -79,11 +80,11 @@ def _plant_legacy_subjects(root: Path, rng: np.random.Generator, ids: list[str])
                 conn.execute(f"UPDATE {table} SET subject_id = ? WHERE subject_id = ?", (legacy, f"tmp{number}"))
 
 
-def test_legacy_ids_are_listed_and_stay_readable_and_deletable(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_legacy_ids_are_listed_and_stay_readable_and_deletable(open_gallery: OpenGallery, tmp_path: Path, rng: np.random.Generator) -> None:
     root = tmp_path / "g"
     legacy = ["a/b/c", "..", "a\x00b", "Zoe\u0308"]
-    _plant_legacy_subjects(root, rng, legacy)
-    with Gallery(root) as g:
+    _plant_legacy_subjects(open_gallery, root, rng, legacy)
+    with open_gallery(root) as g:
         problems = {p.subject_id: p.problem for p in g.subject_id_problems()}
         assert set(problems) == set(legacy) and all(problems.values())
         assert g.subject_id_problems("other-namespace") == []
