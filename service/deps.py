@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader
 from gallery import AuditContext, Gallery
 from gallery.api_keys import Role
 from service.auth import API_KEY_HEADER, Caller
+from service.clip_cache import ClipCache
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.pipeline.pipeline import ClipProcessor
@@ -69,6 +70,13 @@ def get_clip_limiter(state: StateDep) -> anyio.CapacityLimiter:
 
 
 ClipLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_clip_limiter)]
+
+
+def get_clip_cache(state: StateDep) -> ClipCache:
+    return state.clip_cache
+
+
+ClipCacheDep = Annotated[ClipCache, Depends(get_clip_cache)]
 
 
 _api_key_scheme = APIKeyHeader(

@@ -33,6 +33,7 @@ from gallery import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
+from service.clip_cache import ClipExpiredError
 from service.pipeline.errors import (
     ClipTooLongError,
     InvalidVideoError,
@@ -76,6 +77,7 @@ STATUS: dict[type[Exception], int] = {
     ApiKeyExistsError: 409,
     ApiKeyNotFoundError: 404,
     ApiKeyNotRemovableError: 409,
+    ClipExpiredError: 404,
 }
 
 # Codes of the HTTP errors Starlette and FastAPI raise themselves.
@@ -120,6 +122,10 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PipelineError)
     async def pipeline_error(_: Request, exc: PipelineError) -> JSONResponse:
         return error_response(status_of(exc), exc.code, exc.message, _jsonable(exc.details))
+
+    @app.exception_handler(ClipExpiredError)
+    async def clip_expired(_: Request, exc: ClipExpiredError) -> JSONResponse:
+        return error_response(status_of(exc), exc.code, exc.message, exc.details)
 
     @app.exception_handler(GalleryError)
     async def gallery_error(_: Request, exc: GalleryError) -> JSONResponse:

@@ -1,6 +1,10 @@
 """Request and response bodies of the HTTP API (pydantic), and their builders from pipeline and
 gallery records. Times are in milliseconds, boxes are [x1, y1, x2, y2] pixels of the upright video
-as decoded (see `video.size`), frame indices refer to the source stream, instants are UTC."""
+as decoded (see `video.size`), frame indices refer to the source stream, instants are UTC.
+
+A processed clip is known by its `clip_id` (service.clip_cache: the content hash of the uploaded
+bytes, with the processing overrides when any) and kept for a while: each track's `thumbnail_url`
+serves its picture meanwhile, and /enroll takes `clip_id` + `track_id` instead of the video."""
 
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from gallery import (
     SubjectSummary,
 )
 from gallery.api_keys import KEY_NAME_PATTERN, Role
-from service.pipeline.pipeline import ClipResult
+from service.clip_cache import ProcessedClip
+from service.pipeline.quality import TrackQuality
 from service.pipeline.types import AlignedSequence
 
 Box = tuple[float, float, float, float]
@@ -58,17 +63,35 @@ class VideoInfo(BaseModel):
     fps: float
     size: tuple[int, int] = Field(description="(width, height) of the analysed frames; boxes refer to it")
     source_size: tuple[int, int] = Field(description="(width, height) of the upright source video")
-    rotation: int = Field(description="degrees clockwise applied to honour the video's rotation metadata")
+    rotation: int = Field(description="degrees clockwise applied: the video's rotation metadata, or the camera's "
+                                      "or request's rotation when given")
+    sampled_from: int | None = Field(
+        None, description="frames in the source when they were thinned (evenly) to `frames`; null when all were used")
+
+
+class TrackQualityOut(BaseModel):
+    """How far the track can be trusted (service.pipeline.quality)."""
+
+    frames_used: int = Field(description="aligned frames the gait signature was made from")
+    mask_coverage: float = Field(description="mean share (0..1) of the person's box the silhouette fills")
+    frames_cut_at_border: int = Field(description="the track's frames dropped because the person touched the edge")
+    person_height_px: float = Field(description="median height of the person's box, in pixels of `video.size`")
+    walk_seconds: float = Field(description="time from the first used frame to the last")
+    warnings: list[str] = Field(description="plain-language reasons to doubt an answer from this track; empty if none")
 
 
 class TrackSummary(BaseModel):
-    """A person track, short form: enough to choose one (see /enroll's track_id)."""
+    """A person track, short form: enough to choose one (see /enroll's clip_id + track_id)."""
 
     track_id: int
     frames: int
     first_frame: int
     last_frame: int
     median_box: Box = Field(description="median [x1, y1, x2, y2] over the track")
+    thumbnail_url: str | None = Field(
+        description="a PNG strip of the person's crops with the silhouette outlined, served (with the caller's key) "
+                    "while the clip is kept; then 404 clip_expired. Null when the server keeps no clips")
+    quality: TrackQualityOut
 
 
 class TrackDetail(TrackSummary):
@@ -89,11 +112,14 @@ class TrackIdentification(BaseModel):
     display_name: str | None
     unknown: bool = Field(description="true when no enrolled subject is similar enough (best < threshold)")
     similarity: float | None = Field(description="similarity of the best candidate (null: empty gallery)")
+    margin: float | None = Field(
+        description="the best candidate's similarity minus the second's (null: fewer than two candidates)")
     candidates: list[CandidateOut] = Field(description="top-k subjects, best first, each once")
     timings_ms: dict[str, float] = Field(description="this track's own stage times")
 
 
 class IdentifyResponse(BaseModel):
+    clip_id: str = Field(description="the processed clip (its thumbnails are served while it is kept)")
     model_id: str
     threshold: float
     top_k: int
@@ -111,6 +137,7 @@ class EnrollResponse(BaseModel):
     replaced_sequence_ids: list[int]
     sequence_count: int = Field(description="sequences the subject now has")
     model_id: str
+    clip_id: str = Field(description="the processed clip the track came from")
     track: TrackDetail = Field(description="the person track that was enrolled")
     candidate_tracks: int = Field(description="usable person tracks in the clip")
     video: VideoInfo
@@ -242,27 +269,44 @@ def ms(timings_s: dict[str, float]) -> dict[str, float]:
     return {stage: round(seconds * 1000.0, 3) for stage, seconds in timings_s.items()}
 
 
-def video_info(result: ClipResult) -> VideoInfo:
+def video_info(clip: ProcessedClip) -> VideoInfo:
+    result = clip.result
     return VideoInfo(frames=result.frame_count, fps=round(float(result.fps), 3), size=tuple(result.size),
-                     source_size=tuple(result.source_size), rotation=int(result.rotation))
+                     source_size=tuple(result.source_size), rotation=int(result.rotation),
+                     sampled_from=result.sampled_from)
 
 
 def _box(row: np.ndarray) -> Box:
     return tuple(round(float(v), 1) for v in row)  # type: ignore[return-value]
 
 
-def track_summary(sequence: AlignedSequence) -> TrackSummary:
+def thumbnail_url(clip_id: str, track_id: int) -> str:
+    """Where GET serves a track's thumbnail (service.routers.clips)."""
+    return f"/clips/{clip_id}/tracks/{track_id}/thumbnail.png"
+
+
+def quality_out(quality: TrackQuality) -> TrackQualityOut:
+    return TrackQualityOut(frames_used=quality.frames_used, mask_coverage=quality.mask_coverage,
+                           frames_cut_at_border=quality.frames_cut_at_border,
+                           person_height_px=quality.person_height_px, walk_seconds=quality.walk_seconds,
+                           warnings=list(quality.warnings))
+
+
+def track_summary(sequence: AlignedSequence, clip: ProcessedClip) -> TrackSummary:
     indices = np.asarray(sequence.frame_indices)
+    track_id = int(sequence.track_id)
     return TrackSummary(
-        track_id=int(sequence.track_id), frames=len(indices),
+        track_id=track_id, frames=len(indices),
         first_frame=int(indices.min()), last_frame=int(indices.max()),
         median_box=_box(np.median(np.asarray(sequence.boxes, np.float64), axis=0)),
+        thumbnail_url=thumbnail_url(clip.clip_id, track_id) if clip.kept else None,
+        quality=quality_out(clip.quality[track_id]),
     )
 
 
-def track_detail(sequence: AlignedSequence) -> TrackDetail:
+def track_detail(sequence: AlignedSequence, clip: ProcessedClip) -> TrackDetail:
     return TrackDetail(
-        **track_summary(sequence).model_dump(),
+        **track_summary(sequence, clip).model_dump(),
         frame_indices=[int(i) for i in sequence.frame_indices],
         boxes=[_box(b) for b in np.asarray(sequence.boxes)],
     )
@@ -273,14 +317,22 @@ def candidate_out(candidate: Candidate) -> CandidateOut:
                         similarity=round(float(candidate.score), 6), sequence_id=int(candidate.sequence_id))
 
 
-def track_identification(sequence: AlignedSequence, answer: Identification) -> TrackIdentification:
+def margin_of(candidates: list[Candidate]) -> float | None:
+    """The best candidate's similarity minus the second's (candidates best first); None with fewer than two."""
+    if len(candidates) < 2:
+        return None
+    return round(float(candidates[0].score) - float(candidates[1].score), 6)
+
+
+def track_identification(sequence: AlignedSequence, answer: Identification, clip: ProcessedClip) -> TrackIdentification:
     best = answer.best
     return TrackIdentification(
-        track=track_detail(sequence),
+        track=track_detail(sequence, clip),
         subject_id=answer.subject_id,
         display_name=best.display_name if answer.is_known and best else None,
         unknown=not answer.is_known,
         similarity=None if best is None else round(float(best.score), 6),
+        margin=margin_of(list(answer.candidates)),
         candidates=[candidate_out(c) for c in answer.candidates],
         timings_ms=ms(sequence.timings),
     )

@@ -78,6 +78,10 @@ class HttpSettings(BaseSettings):
     # Each clip in flight holds its decoded frames (up to max_frames x max_side^2 x 3 bytes), so this
     # bounds memory as well as CPU.
     max_concurrent_clips: int = Field(2, ge=1, description="clips processed at once; more requests wait")
+    # Processed clips kept so a track can be chosen (or the same video sent again) without re-running the
+    # pipeline, and their thumbnails served (service.clip_cache). 0 keeps none.
+    clip_cache_mb: float = Field(256.0, ge=0, description="memory for processed clips kept for reuse")
+    clip_cache_ttl_s: float = Field(900.0, gt=0, description="how long a processed clip and its thumbnails are kept")
     embed_batching: bool = Field(False, description="batch the embedding network across concurrent requests")
     embed_batch_max: int = Field(8, ge=1, description="most sequences in one batched network call")
     embed_batch_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits for more requests")

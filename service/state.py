@@ -1,6 +1,6 @@
 """What the app builds once at startup and every request reads: settings, metrics, the API key ring,
-the embedding model, the clip pipeline, the gallery, and the readiness checks that say what could
-not be loaded."""
+the embedding model, the clip pipeline, the clip cache, the gallery, and the readiness checks that
+say what could not be loaded."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import anyio
 from gaitid.contract import SequenceEmbedder
 from gallery import Gallery
 from service.auth import KeyRing
+from service.clip_cache import ClipCache
 from service.metrics import ServiceMetrics
 from service.pipeline.pipeline import ClipProcessor
 from service.settings import Settings
@@ -32,6 +33,7 @@ class ServiceState:
     settings: Settings
     metrics: ServiceMetrics
     clip_limiter: anyio.CapacityLimiter
+    clip_cache: ClipCache  # processed clips kept for reuse, and their thumbnails
     keyring: KeyRing = field(default_factory=KeyRing)  # no keys: authentication off
     embedder: SequenceEmbedder | None = None  # the loaded embedding model (re-embedding uses it)
     pipeline: ClipProcessor | None = None

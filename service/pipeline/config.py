@@ -102,6 +102,9 @@ class PipelineConfig:
     # (about a grey level apart) give per-frame silhouettes agreeing to a mean IoU of ~0.9, of equal
     # quality where the truth is known (tests/service/pipeline/test_working_resolution.py).
     decode_at_working_size: bool = True
+    # A strip of the person's crops per track (service.pipeline.thumbnails): what the service shows an
+    # operator to check an answer; a few milliseconds per track.
+    previews: bool = True
 
 
 _DECODE = DecodeLimits()

@@ -10,8 +10,10 @@ Errors a user can cause (bad file, nobody walking, too short a walk) surface as 
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +33,9 @@ from service.pipeline.config import (
 from service.pipeline.decode import VideoSource, decode_video
 from service.pipeline.errors import ModelNotFoundError, NoPersonError, TooFewFramesError
 from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter, BgSubConfig
+from service.pipeline.thumbnails import track_strip
 from service.pipeline.track import associate, filter_tracks
-from service.pipeline.types import AlignedSequence, Clip, FrameDetections, Track
+from service.pipeline.types import AlignedSequence, Clip, ClipOverrides, FrameDetections, Roi, Track
 
 
 class Segmenter(Protocol):
@@ -51,9 +54,10 @@ class DepthModel(Protocol):
 
 class ClipProcessor(Protocol):
     """What users of a `ClipPipeline` rely on (the routes, re-scoring), so tests can put a fake in its
-    place: a video (path, bytes or binary file) -> ClipResult, or a typed PipelineError."""
+    place: a video (path, bytes or binary file) -> ClipResult, or a typed PipelineError. `overrides`
+    (a camera's or a request's rotation, background clip, region of interest) is passed only when set."""
 
-    def process(self, source: VideoSource) -> ClipResult: ...
+    def process(self, source: VideoSource, overrides: ClipOverrides | None = None) -> ClipResult: ...
 
 
 @dataclass
@@ -70,6 +74,7 @@ class ClipResult:
     rotation: int  # degrees clockwise applied
     model_id: str | None = None  # the embedder's id, when embeddings were made
     dropped_tracks: int = 0  # tracks found but unusable (too short / small / too few aligned frames)
+    sampled_from: int | None = None  # frames in the source when they were thinned to frame_count
 
 
 class ClipPipeline:
@@ -79,10 +84,17 @@ class ClipPipeline:
         segmenter: Segmenter,
         depth_estimator: DepthModel | None = None,
         embedder: SequenceEmbedder | None = None,
+        background_segmenter: Callable[[Path], Segmenter] | None = None,
     ):
+        """background_segmenter: builds the segmenter seeded by another empty-scene clip (a camera's
+        background, ClipOverrides.background_clip); None: such overrides do not change segmentation
+        (YOLO needs no background)."""
         self.config = config
         self.segmenter = segmenter
         self.embedder = embedder
+        self.background_segmenter = background_segmenter
+        self._segmenters: OrderedDict[Path, Segmenter] = OrderedDict()  # the last few cameras' backgrounds
+        self._segmenters_lock = threading.Lock()
         if embedder is not None and embedder.metadata.needs_depth and depth_estimator is None:
             raise ModelNotFoundError(
                 "The embedding model needs depth maps but no depth model is installed: "
@@ -103,20 +115,43 @@ class ClipPipeline:
             return None
         return getattr(self.segmenter, "input_side", None)
 
-    def process(self, source: VideoSource, *, rotation: int | None = None) -> ClipResult:
-        """Run the whole path on a path, bytes or binary file. `rotation` overrides the metadata."""
+    def process(self, source: VideoSource, overrides: ClipOverrides | None = None, *,
+                rotation: int | None = None) -> ClipResult:
+        """Run the whole path on a path, bytes or binary file. `overrides`: a camera's or a request's
+        settings; `rotation` (degrees clockwise) overrides the stream's metadata and theirs."""
+        overrides = overrides or ClipOverrides()
+        rotation = overrides.rotation if rotation is None else rotation
         timings: dict[str, float] = {}
         started = time.perf_counter()
         with _timed(timings, "decode"):
             clip = decode_video(source, self.config.decode, rotation=rotation, threads=self.config.decoder_threads,
                                 frame_side=self.frame_side)
-        result = self.process_clip(clip, timings)
+        result = self.process_clip(clip, timings, overrides)
         timings["total"] = time.perf_counter() - started
         return result
 
-    def process_clip(self, clip: Clip, timings: dict[str, float] | None = None) -> ClipResult:
+    def segmenter_for(self, overrides: ClipOverrides) -> Segmenter:
+        """The server's segmenter, or one seeded by the overrides' background clip (kept for the next
+        clips of the same camera: decoding a background costs about as much as a short clip)."""
+        background = overrides.background_clip
+        if background is None or self.background_segmenter is None:
+            return self.segmenter
+        with self._segmenters_lock:
+            if background in self._segmenters:
+                self._segmenters.move_to_end(background)
+                return self._segmenters[background]
+        segmenter = self.background_segmenter(background)
+        with self._segmenters_lock:
+            self._segmenters[background] = segmenter
+            while len(self._segmenters) > BACKGROUNDS_KEPT:
+                self._segmenters.popitem(last=False)
+        return segmenter
+
+    def process_clip(self, clip: Clip, timings: dict[str, float] | None = None,
+                     overrides: ClipOverrides | None = None) -> ClipResult:
         """The stages after decoding, on an already decoded clip."""
         timings = {} if timings is None else timings
+        overrides = overrides or ClipOverrides()
         min_frames = self.config.tracker.min_track_frames
         if len(clip.frames) < min_frames:
             raise TooFewFramesError(
@@ -125,7 +160,9 @@ class ClipPipeline:
                 frames=len(clip.frames), min_frames=min_frames,
             )
         with _timed(timings, "segment"):
-            detections = self.segmenter.segment(clip.frames, clip.size)
+            detections = self.segmenter_for(overrides).segment(clip.frames, clip.size)
+            if overrides.roi is not None:
+                detections = [inside_region(d, overrides.roi, clip.size) for d in detections]
         with _timed(timings, "track"):
             all_tracks = associate(detections, clip.frame_indices, effective_fps(clip), self.config.tracker)
             tracks = filter_tracks(all_tracks, self.config.tracker)
@@ -163,13 +200,17 @@ class ClipPipeline:
             rotation=clip.rotation,
             model_id=self.embedder.model_id if self.embedder is not None else None,
             dropped_tracks=len(all_tracks) - len(sequences),
+            sampled_from=clip.sampled_from,
         )
 
     def _sequence(self, clip: Clip, track: Track, timings: dict[str, float]) -> AlignedSequence | None:
         own: dict[str, float] = {}
         min_frames = self.config.tracker.min_track_frames
+        cut = 0
         if self.config.drop_truncated:
-            track = subset_track(track, ~touches_border(track.boxes, clip.size))
+            inside = ~touches_border(track.boxes, clip.size)
+            cut = int((~inside).sum())
+            track = subset_track(track, inside)
         if len(track.positions) < min_frames:
             return None
         depth = None
@@ -181,6 +222,10 @@ class ClipPipeline:
             sils, aligned_depth, kept = align(track.masks, depth, min_pixels=self.config.min_mask_pixels)
         if len(kept) < min_frames:
             return None
+        preview = None
+        if self.config.previews:
+            with _timed(timings, "preview", own):
+                preview = track_strip(clip, subset_track(track, _as_mask(kept, len(track.positions))))
         return AlignedSequence(
             track_id=track.track_id,
             silhouettes=sils,
@@ -188,7 +233,32 @@ class ClipPipeline:
             frame_indices=track.frame_indices[kept],
             boxes=track.boxes[kept],
             timings=own,
+            frames_cut_at_border=cut,
+            preview=preview,
         )
+
+
+def _as_mask(kept: np.ndarray, count: int) -> np.ndarray:
+    """Positions (or a bool mask) of kept frames -> a bool mask over `count` frames."""
+    kept = np.asarray(kept)
+    if kept.dtype == bool:
+        return kept
+    mask = np.zeros(count, bool)
+    mask[kept] = True
+    return mask
+
+
+def inside_region(detections: FrameDetections, roi: Roi, size: tuple[int, int]) -> FrameDetections:
+    """The frame's detections whose box centre lies inside `roi` ([x1, y1, x2, y2] fractions of `size`)."""
+    if not len(detections.boxes):
+        return detections
+    width, height = size
+    centre_x = (detections.boxes[:, 0] + detections.boxes[:, 2]) / 2 / width
+    centre_y = (detections.boxes[:, 1] + detections.boxes[:, 3]) / 2 / height
+    keep = (centre_x >= roi[0]) & (centre_x <= roi[2]) & (centre_y >= roi[1]) & (centre_y <= roi[3])
+    if keep.all():
+        return detections
+    return FrameDetections(detections.boxes[keep], detections.scores[keep], detections.masks[keep])
 
 
 def subset_track(track: Track, keep: np.ndarray) -> Track:
@@ -234,6 +304,9 @@ def _why_no_track(detections: list[FrameDetections], all_tracks: list[Track], co
     )
 
 
+BACKGROUNDS_KEPT = 8  # cameras' background segmenters kept ready (each holds its warm-up frames)
+
+
 def _median_height(track: Track) -> float:
     return float(np.median(track.boxes[:, 3] - track.boxes[:, 1]))
 
@@ -276,7 +349,11 @@ def build_pipeline(
     shrink = config.decode_at_working_size and not needs_depth
     segmenter = make_segmenter(settings, background=background, decode_at_working_size=shrink)
     depth_estimator = make_depth_estimator(settings) if needs_depth else None
-    return ClipPipeline(config, segmenter, depth_estimator, embedder)
+    background_segmenter = None
+    if not uses_yolo(settings):  # YOLO needs no empty scene: a camera's background changes nothing there
+        def background_segmenter(clip: Path) -> Segmenter:
+            return make_segmenter(settings, background=clip, decode_at_working_size=shrink)
+    return ClipPipeline(config, segmenter, depth_estimator, embedder, background_segmenter)
 
 
 def uses_yolo(settings: PipelineSettings) -> bool:

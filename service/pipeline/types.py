@@ -12,9 +12,11 @@ frame is never stored.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -45,6 +47,48 @@ class Clip:
     def size(self) -> tuple[int, int]:
         """(width, height) of the frame coordinates that boxes and masks refer to."""
         return self.coordinate_size or self.pixel_size
+
+    @property
+    def sampled_from(self) -> int | None:
+        """Frames in the source when the decoder thinned them to `frames`, else None. Sampling keeps
+        the first and the last frame (decode.even_sample), so the source had last index + 1."""
+        if not len(self.frame_indices):
+            return None
+        span = int(self.frame_indices[-1]) + 1
+        return span if span > len(self.frame_indices) else None
+
+
+Roi = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class ClipOverrides:
+    """How one clip is processed where it differs from the server's settings: a camera's settings,
+    or a request's (service.cameras builds them). None everywhere: the server's defaults."""
+
+    rotation: int | None = None  # degrees clockwise instead of the stream's display matrix
+    background_clip: Path | None = None  # empty-scene clip for background subtraction, instead of the server's
+    roi: Roi | None = None  # [x1, y1, x2, y2] fractions of the upright frame: people whose box centre is outside are ignored
+
+    def __post_init__(self) -> None:
+        if self.rotation is not None and self.rotation not in (0, 90, 180, 270):
+            raise ValueError(f"rotation must be 0, 90, 180 or 270, got {self.rotation}")
+        if self.roi is not None:
+            x1, y1, x2, y2 = self.roi
+            if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
+                raise ValueError(f"roi must be [x1, y1, x2, y2] fractions with x1 < x2 and y1 < y2, got {self.roi}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == ClipOverrides()
+
+    def fingerprint(self) -> str:
+        """A stable text of what changes the result ('' for the defaults): part of a processed clip's id."""
+        if self.is_default:
+            return ""
+        return json.dumps({"rotation": self.rotation, "roi": self.roi,
+                           "background_clip": None if self.background_clip is None else str(self.background_clip)},
+                          sort_keys=True)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: masks compare by identity, their pixels by np.array_equal
@@ -231,6 +275,10 @@ class AlignedSequence:
     frame_indices: np.ndarray  # (T,) int64
     boxes: np.ndarray  # (T, 4) float32 xyxy in frame coordinates
     timings: dict[str, float] = field(default_factory=dict)
+    frames_cut_at_border: int = 0  # the track's frames dropped because the person touched the frame's edge
+    # (h, w, 3) uint8 RGB: a few of the person's crops side by side, silhouette outlined (pipeline.thumbnails);
+    # None when the pipeline made none
+    preview: np.ndarray | None = None
 
     def model_input(self) -> ModelInput:
         return ModelInput(self.silhouettes, self.depth)

@@ -1,18 +1,31 @@
-"""Shared by /enroll and /identify: take an uploaded video through the clip pipeline, off the
-event loop, at most `max_concurrent_clips` at a time."""
+"""Processed clips: shared by /enroll and /identify -- an uploaded video through the clip pipeline (off
+the event loop, at most `max_concurrent_clips` at a time) or out of the clip cache when the same bytes
+were processed a moment ago -- and GET of a kept clip's track thumbnails (role read)."""
 
 from __future__ import annotations
 
 import time
+from functools import partial
+from typing import Annotated
 
 import anyio
-from fastapi import UploadFile
+from fastapi import APIRouter, Path, UploadFile
+from fastapi.responses import Response
 
+from service.clip_cache import CLIP_ID_PATTERN, ClipCache, ProcessedClip, clip_id_of, processed_clip
+from service.deps import ClipCacheDep, ReaderDep
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.middleware import MB
-from service.pipeline.pipeline import ClipProcessor, ClipResult
+from service.pipeline.pipeline import ClipProcessor
+from service.pipeline.types import ClipOverrides
+from service.schemas import error_responses
 from service.settings import HttpSettings
+
+router = APIRouter(tags=["clips"])
+
+# A browser may keep a thumbnail while the clip is kept; it never changes under its URL.
+THUMBNAIL_CACHE_CONTROL = "private, max-age=300"
 
 
 def check_upload(video: UploadFile, settings: HttpSettings) -> None:
@@ -39,16 +52,51 @@ async def process_upload(
     pipeline: ClipProcessor,
     limiter: anyio.CapacityLimiter,
     metrics: ServiceMetrics,
-) -> tuple[ClipResult, dict[str, float]]:
-    """Run the pipeline on the upload; returns the result and extra request timings (seconds)."""
+    cache: ClipCache,
+    gallery: str,
+    overrides: ClipOverrides,
+) -> tuple[ProcessedClip, dict[str, float]]:
+    """The processed clip of the upload, and extra request timings (seconds): out of the cache when
+    the same bytes (with the same overrides) were processed a moment ago, else through the pipeline."""
     check_upload(video, settings)
-    queued = time.perf_counter()
+    hashing = time.perf_counter()
+    clip_id = await anyio.to_thread.run_sync(clip_id_of, video.file, overrides)
+    if (kept := cache.uploaded_again(clip_id, gallery)) is not None:
+        return kept, {"cache": time.perf_counter() - hashing}
+    hashed = time.perf_counter()
     async with limiter:  # wait our turn without holding a thread
-        waited = time.perf_counter() - queued
+        waited = time.perf_counter() - hashed
         video.file.seek(0)
         # The spooled upload (memory up to 1 MB, then a temporary file) goes to the decoder as a
-        # file object: no second copy of the video.
-        result = await anyio.to_thread.run_sync(pipeline.process, video.file)
+        # file object: no second copy of the video. Overrides go only where there are some (test
+        # doubles of the pipeline take just the video).
+        run = partial(pipeline.process, video.file) if overrides.is_default else partial(
+            pipeline.process, video.file, overrides)
+        result = await anyio.to_thread.run_sync(run)
+        processed = await anyio.to_thread.run_sync(processed_clip, clip_id, result, video.filename or "")
     metrics.observe_stages(result.timings)
     metrics.tracks_per_clip.observe(len(result.sequences))
-    return result, {"queue": waited}
+    cache.put(processed, gallery)
+    return processed, {"hash": hashed - hashing, "queue": waited}
+
+
+@router.get(
+    "/clips/{clip_id}/tracks/{track_id}/thumbnail.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the track's strip of crops"},
+               **error_responses({404: "the clip is not kept any more (clip_expired) or has no such track"})},
+)
+async def track_thumbnail(
+    caller: ReaderDep,
+    cache: ClipCacheDep,
+    clip_id: Annotated[str, Path(pattern=CLIP_ID_PATTERN, description="the clip_id of an /identify or /enroll answer")],
+    track_id: Annotated[int, Path(ge=1, le=1_000_000)],
+) -> Response:
+    """A track's picture: the person's crops over the walk, side by side, silhouette outlined (PNG). Served
+    while the clip is kept (see `clip_id`), to callers of the gallery that uploaded it."""
+    processed = cache.require(clip_id, caller.gallery)
+    thumbnail = processed.thumbnails.get(track_id)
+    if thumbnail is None:
+        raise ApiError(404, "track_not_found", f"Clip {clip_id} has no track {track_id}.",
+                       {"tracks": sorted(processed.thumbnails)})
+    return Response(thumbnail, media_type="image/png", headers={"Cache-Control": THUMBNAIL_CACHE_CONTROL})

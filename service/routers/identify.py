@@ -14,6 +14,7 @@ from pydantic import Field
 
 from gallery import ModelMismatchError
 from service.deps import (
+    ClipCacheDep,
     ClipLimiterDep,
     GalleryDep,
     MetricsDep,
@@ -22,6 +23,7 @@ from service.deps import (
     SettingsDep,
     pipeline_model_id,
 )
+from service.pipeline.types import ClipOverrides
 from service.routers.clips import check_upload, process_upload
 from service.schemas import (
     NULL_AS_NONE,
@@ -50,14 +52,17 @@ async def identify(
     gallery: GalleryDep,
     limiter: ClipLimiterDep,
     metrics: MetricsDep,
+    cache: ClipCacheDep,
     video: Annotated[UploadFile, File(description="a clip of people walking (any format FFmpeg reads)")],
     top_k: Annotated[Annotated[int, Field(ge=1, le=100)] | None, NULL_AS_NONE,
                      Form(description="candidates per track (default: server's)")] = None,
     threshold: Annotated[Annotated[float, Field(ge=-1.0, le=1.0)] | None, NULL_AS_NONE,
                          Form(description="similarity below which a track is unknown (default: server's)")] = None,
 ) -> IdentifyResponse:
-    """For every person track in the clip: the top-k enrolled subjects with their similarity, and
-    the decision (a subject, or unknown when the best similarity is below the threshold)."""
+    """For every person track in the clip: the top-k enrolled subjects with their similarity, the
+    decision (a subject, or unknown when the best similarity is below the threshold), the margin of
+    the best over the second, the track's quality and a thumbnail to check it by eye. Sending the same
+    video again within the clip cache's time answers without running the pipeline again."""
     started = time.perf_counter()
     k = top_k or settings.gallery.top_k
     decision_threshold = gallery.threshold if threshold is None else threshold  # the gallery's: see startup
@@ -67,19 +72,23 @@ async def identify(
         status = await anyio.to_thread.run_sync(gallery.status, namespace)
         if status.needs_reembed(model_id):
             raise ModelMismatchError(namespace, str(status.model_id), model_id)
-    result, extra = await process_upload(video, settings.http, pipeline, limiter, metrics)
+    processed, extra = await process_upload(video, settings.http, pipeline, limiter, metrics, cache, namespace,
+                                            ClipOverrides())
+    result = processed.result
     queries = np.stack([result.embeddings[s.track_id] for s in result.sequences])
     search_started = time.perf_counter()
     answers = await anyio.to_thread.run_sync(partial(
         gallery.search, queries, model_id=str(result.model_id), namespace=namespace, top_k=k,
         threshold=decision_threshold,
     ))
-    timings = {**result.timings, **extra, "search": time.perf_counter() - search_started,
+    stages = {} if "cache" in extra else result.timings  # a kept clip ran no stage for this request
+    timings = {**stages, **extra, "search": time.perf_counter() - search_started,
                "request": time.perf_counter() - started}
-    tracks = [track_identification(s, a) for s, a in zip(result.sequences, answers)]
+    tracks = [track_identification(s, a, processed) for s, a in zip(result.sequences, answers)]
     for track in tracks:
         metrics.decisions.labels("unknown" if track.unknown else "known").inc()
     return IdentifyResponse(
-        model_id=str(result.model_id), threshold=decision_threshold, top_k=k, video=video_info(result),
+        clip_id=processed.clip_id, model_id=str(result.model_id), threshold=decision_threshold, top_k=k,
+        video=video_info(processed),
         tracks=tracks, dropped_tracks=int(result.dropped_tracks), timings_ms=ms(timings),
     )

@@ -36,7 +36,8 @@ def test_enroll_several_tracks_needs_a_choice(client):
     assert response.status_code == 409 and error_of(response) == "multiple_tracks"
     tracks = response.json()["details"]["tracks"]
     assert [t["track_id"] for t in tracks] == [1, 2, 3]
-    assert set(tracks[0]) == {"track_id", "frames", "first_frame", "last_frame", "median_box"}
+    assert set(tracks[0]) == {"track_id", "frames", "first_frame", "last_frame", "median_box", "thumbnail_url",
+                              "quality"}
     assert gallery_sequences(client) == 0  # nothing enrolled
 
     unknown = client.post("/enroll", data={"subject_id": "pair", "track_id": "9"}, files={"video": clip("p", "q")})
