@@ -36,6 +36,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gaitid.progress import progress_bar
 from model.dataset import CASIA_B_NAME, save_sequence
 from service.pipeline.config import PipelineSettings
 from service.pipeline.errors import PipelineError
@@ -197,7 +198,7 @@ def _prepare_one(pipeline: ClipPipeline, video: LabelledVideo, out_root: Path, w
 
 
 def _collect(results: Iterator[tuple[str, str | None]], total: int, report: PrepareReport) -> None:
-    for key, failure in tqdm(results, total=total, desc="prepare", unit="clip"):
+    for key, failure in progress_bar(results, total=total, desc="prepare", unit="clip"):
         if failure is None:
             report.written.append(key)
         else:

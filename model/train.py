@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gaitid.contract import ModelInput
+from gaitid.progress import progress_bar
 from model.checkpoint import current_weights, resolve_device, save_checkpoint
 from model.config import ExperimentConfig, load_config
 from model.depthgait import DepthGait, build_model
@@ -224,7 +225,8 @@ def run_training(
         frames_done = 0
         history: list[dict] = []
         trainer.model.train()
-        bar = tqdm(range(start, limits.iterations), initial=start, total=limits.iterations, desc="train", unit="it")
+        bar = progress_bar(range(start, limits.iterations), initial=start, total=limits.iterations, desc="train",
+                           unit="it")
         for iteration in bar:
             stats = train_step(trainer, next(batches))
             done = iteration + 1
@@ -235,7 +237,7 @@ def run_training(
             if done % limits.log_every == 0 or done == limits.iterations:
                 # wall time too, so CPU/GPU-hours can be read off a run that was resumed several times
                 record = _as_floats(stats) | {"frames_per_s": frames_done / elapsed, "time": time.time()}
-                bar.set_postfix(loss=f"{record['loss']:.3f}", fps=f"{record['frames_per_s']:.0f}")
+                bar.set_postfix(loss=f"{record['loss']:.3f}", fps=f"{record['frames_per_s']:.0f}", refresh=False)
                 _log(log, record)
             if done % limits.save_every == 0:
                 save_checkpoint(last, trainer.state(cfg, done, bank.subjects, batches))

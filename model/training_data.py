@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-from tqdm import tqdm
 
+from gaitid.progress import progress_bar
 from model.config import AugmentConfig, DataConfig
 from model.dataset import (
     SequenceInfo,
@@ -43,7 +43,7 @@ class SequenceBank:
         if need_depth and cfg.depth_root is None:
             raise ValueError("this variant needs depth: set data.depth_root")
         kept, sils, depths = [], [], []
-        for info in tqdm(infos, desc="loading sequences", unit="seq", leave=False):
+        for info in progress_bar(infos, desc="loading sequences", unit="seq", leave=False):
             sil = trim_to_network_width(load_sequence(info.path))
             if len(sil) < cfg.min_frames:
                 continue

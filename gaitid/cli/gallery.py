@@ -68,8 +68,7 @@ def reembed(
     cli:USER. (A running service re-embeds a gallery with POST /gallery/reembed.)"""
     import getpass
 
-    from tqdm import tqdm
-
+    from gaitid.progress import progress_bar
     from gallery import AuditContext, Gallery
     from service.pipeline.embed import OnnxEmbedder
     from service.settings import get_settings
@@ -78,12 +77,11 @@ def reembed(
     with reported_errors(exit_code=2):
         embedder = OnnxEmbedder(model, providers=settings.pipeline.providers, threads=settings.pipeline.threads)
         with Gallery(gallery_dir or settings.gallery.gallery_dir, similarity=embedder.metadata.similarity) as gallery:
-            bar = tqdm(desc="re-embedding", unit="seq")
+            bar = progress_bar(desc="re-embedding", unit="seq")
 
             def progress(done: int, total: int) -> None:
                 bar.total = total
-                bar.n = done
-                bar.refresh()
+                bar.update(done - bar.n)  # update, not refresh: a log gets a line every few seconds
 
             report = gallery.reembed(embedder, namespace=namespace, progress=progress,
                                      audit_context=AuditContext(f"cli:{getpass.getuser()}"))

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from gaitid.contract import ContractError, ModelInput, SequenceEmbedder
+from gaitid.progress import progress_bar
 from model.dataset import SequenceInfo, load_sequence, trim_to_network_width
 from model.evaluation.errors import EvaluationError
 
@@ -113,7 +113,7 @@ def embed_dataset(
     size = (meta.input_height, meta.input_width)
     began = time.monotonic()
     kept, skipped, out = [], [], []
-    with tqdm(total=len(sequences), desc="embedding", unit="seq", disable=not progress) as bar:
+    with progress_bar(total=len(sequences), desc="embedding", unit="seq", disable=not progress) as bar:
         for start in range(0, len(sequences), SEQUENCES_PER_CHUNK):
             chunk_infos, chunk_inputs = [], []
             for info in sequences[start:start + SEQUENCES_PER_CHUNK]:
