@@ -18,6 +18,10 @@ after every change, so another process on the same database reuses the collectio
 rebuilding it. Schema: `id` INT64 primary key, `vector` FLOAT_VECTOR(dim), a FLAT (exact) index
 with metric IP, consistency level Strong (a search sees every finished insert and delete).
 
+Deletion. Milvus masks deleted rows at once (a search never returns them again) and removes them
+from its files when it compacts the segment; the index asks for a compaction after every removal.
+milvus-lite drops them from its write-ahead log when the gallery closes.
+
 URIs. `http://host:19530` (a Milvus server, see docker/compose.milvus.yml) or a path ending in
 `.db` (milvus-lite, embedded in this process: tests and single-machine trials). milvus-lite serves
 one process: its in-process server is released when the last gallery using the file closes.
@@ -108,6 +112,9 @@ class MilvusIndex:
             return 0
         before = self._ntotal
         self.client.delete(self.collection, ids=[int(i) for i in ids])
+        # A delete only masks the rows; compaction rewrites the segments without them (a deletion
+        # erases the subject's index vectors). The server compacts in the background.
+        self.client.compact(self.collection)
         self._ntotal = self._count()
         return before - self._ntotal
 

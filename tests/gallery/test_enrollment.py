@@ -91,7 +91,9 @@ def test_delete_really_removes_vectors_and_footage(open_gallery: OpenGallery, tm
         g.enroll("gone", [sequence(rng, secret), sequence(rng, secret + embedding(rng, noise=0.1))], model_id="m")
         g.flush()
         needle = secret.astype(np.float32).tobytes()[:64]
+        index_needle = search_vectors(secret)[0].tobytes()[:64]  # what the index holds of it
         assert any(needle in p.read_bytes() for p in root.rglob("*") if p.is_file())  # the check can see it
+        assert any(index_needle in p.read_bytes() for p in root.rglob("*") if p.is_file())
         assert g.delete_subject("gone") == 2
         assert g.status().index.vectors == 1 and g.status().sequences == 1
         assert all(c.subject_id == "keep" for c in g.search(secret, model_id="m", top_k=5)[0].candidates)
@@ -110,6 +112,7 @@ def test_delete_really_removes_vectors_and_footage(open_gallery: OpenGallery, tm
     for path in root.rglob("*"):
         if path.is_file():
             assert needle not in path.read_bytes(), path
+            assert index_needle not in path.read_bytes(), path  # nor its search vector (index, Milvus files)
 
 
 def test_invalid_input_is_a_typed_error(gallery: Gallery, rng: np.random.Generator) -> None:
