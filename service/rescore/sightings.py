@@ -272,6 +272,11 @@ def thumbnail_png(state: RescoreState, model_id: str, sha256: str, track_id: int
     return state.strip(sha256, model_id, track_id)
 
 
+def image_media_type(image: bytes) -> str:
+    """image/jpeg for JPEG bytes, else image/png (what re-scoring stores)."""
+    return "image/jpeg" if image[:3] == b"\xff\xd8\xff" else "image/png"
+
+
 def parse_cameras(cameras: Collection[str] | None) -> frozenset[str] | None:
     """None or empty: every camera."""
     chosen = frozenset(c.strip() for c in cameras or () if c.strip())

@@ -1,6 +1,6 @@
 """GET /subjects/{id}/sightings (any role): where and when an enrolled subject of the caller's gallery
 appears in the archive that `gaitid rescore` processed, and GET /archive/tracks/{sha256}/{track_id}/
-thumbnail.png for each sighting's thumbnail. Enabled by GAITID_RESCORE_STATE (the re-scoring state
+thumbnail for each sighting's thumbnail. Enabled by GAITID_RESCORE_STATE (the re-scoring state
 file or its folder); without it both answer 404 `no_archive`. The rule (filters, threshold, limit,
 time order) is service.rescore.sightings'; the archive is the operator's, shared by every gallery.
 """
@@ -24,6 +24,7 @@ from service.rescore.sightings import (
     SightingFilter,
     SightingsArchive,
     find_sightings,
+    image_media_type,
     sighting_record,
     subject_walks,
     thumbnail_png,
@@ -53,7 +54,7 @@ class SightingOut(BaseModel):
     sequence_id: int = Field(description="the subject's enrolled sequence that matched best")
     sha256: str = Field(description="the video's content hash")
     track_id: int
-    thumbnail_url: str = Field(description="the track's thumbnail (PNG)")
+    thumbnail_url: str = Field(description="the track's thumbnail (PNG or JPEG)")
 
 
 class SightingList(BaseModel):
@@ -122,11 +123,11 @@ async def subject_sightings(
                         archive_tracks=len(tracks.tracks), sightings=items)
 
 
-@router.get("/archive/tracks/{sha256}/{track_id}/thumbnail.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}, **error_responses({404: "no such track or no archive"})})
+@router.get("/archive/tracks/{sha256}/{track_id}/thumbnail", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, **error_responses({404: "no such track or no archive"})})
 async def archive_track_thumbnail(request: Request, sha256: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
                                   track_id: int, caller: ReaderDep, gallery: GalleryDep, state: StateDep) -> Response:
-    """A track's thumbnail, as the archive's re-scoring kept it (PNG), for the model of the caller's gallery."""
+    """A track's thumbnail as the archive's re-scoring kept it (PNG or JPEG), for the model of the caller's gallery."""
     archive = get_archive(request, state)
     model_id = gallery.status(caller.gallery).model_id
     png = await anyio.to_thread.run_sync(thumbnail_png, archive.state, str(model_id), sha256, track_id) \
@@ -134,7 +135,7 @@ async def archive_track_thumbnail(request: Request, sha256: Annotated[str, Path(
     if not png:
         raise ApiError(404, "track_not_found", "The archive has no such track (for your gallery's model).",
                        {"sha256": sha256, "track_id": track_id})
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(png, media_type=image_media_type(png), headers={"Cache-Control": "private, max-age=3600"})
 
 
 def _api_error(exc: RescoreError) -> ApiError:

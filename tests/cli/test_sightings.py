@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -92,7 +93,7 @@ def test_rescore_enroll_and_find_the_walker_in_time_order(tmp_path, monkeypatch,
     lines = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(r["video"], r["start_time"], r["first_frame"]) for r in lines] == [
         (s["video"], s["start_time"], s["first_frame"]) for s in sightings]
-    assert all(open(r["thumbnail"], "rb").read(4) == b"\x89PNG" for r in lines)
+    assert all(Path(r["thumbnail"]).read_bytes()[:4] == b"\x89PNG" for r in lines)
     camera_b = cli.invoke(app, ["sightings", "002", "--state", str(results.parent), "--camera", "camB"])
     assert camera_b.exit_code == 0 and camera_b.stdout == ""  # 004's walk is not 002
     nobody = cli.invoke(app, ["sightings", "999", "--state", str(results.parent)])
