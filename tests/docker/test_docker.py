@@ -165,18 +165,81 @@ def test_cpu_image_has_no_torch_and_gpu_image_has_gpu_wheels():
     gpu_runs = " ".join(args for word, args in instructions(DOCKERFILES["gpu"]) if word == "RUN")
     for runs in (cpu_runs, gpu_runs):
         assert "torch" not in runs and "[train" not in runs and ".[" not in runs  # no extras
-    assert re.search(r"onnxruntime-gpu==\d", gpu_runs) and re.search(r"faiss-gpu-cu12==\d", gpu_runs)
+    # CUDA and cuDNN come from NVIDIA's wheels (onnxruntime-gpu's extras), not from a CUDA base image.
+    assert re.search(r'"onnxruntime-gpu\[cuda,cudnn\]==\d', gpu_runs) and re.search(r"faiss-gpu-cu12==\d", gpu_runs)
     assert "--without onnxruntime faiss-cpu" in gpu_runs  # the CPU builds never go in beside them
-    gpu_from = [args for word, args in instructions(DOCKERFILES["gpu"]) if word in ("FROM", "ARG")]
-    assert any("nvidia/cuda:" in args and "cudnn-runtime" in args for args in gpu_from)
+    assert "check-gpu-libraries.sh" in gpu_runs  # every library the CUDA provider links resolves at build time
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_base_image_is_a_build_argument_defaulting_to_the_public_python_image(variant):
+    steps = instructions(DOCKERFILES[variant])
+    assert steps[0] == ("ARG", "PYTHON_IMAGE=python:3.11-slim-bookworm")
+    assert [args for word, args in steps if word == "FROM"] == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE}"]
+    assert not re.search(r"nvidia/cuda:", DOCKERFILES[variant].read_text())  # no CUDA base image
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_extra_ca_comes_only_as_a_build_secret(variant):
+    """pip's extra CA is mounted per step as a BuildKit secret, never copied, passed as an argument or
+    set in the environment, so no layer and no image history carries it."""
+    steps = instructions(DOCKERFILES[variant])
+    pip_steps = [args for word, args in steps if word == "RUN" and "pip-with-extra-ca.sh install" in args]
+    assert len(pip_steps) == 2 and all("--mount=type=secret,id=extra_ca " in args for args in pip_steps)
+    for word, args in steps:
+        if word in ("ARG", "ENV", "COPY", "LABEL"):
+            assert not re.search(r"extra_ca|PIP_CERT|\.pem|\.crt", args, re.IGNORECASE), (word, args)
+
+
+def test_compose_passes_base_image_and_extra_ca_to_both_builds(tmp_path):
+    ca = tmp_path / "corp-ca.pem"
+    ca.write_text("not read by config\n")
+    result = compose_config(COMPOSE_FILE, {"GAITID_PYTHON_IMAGE": "mirror.example/python:3.11-slim-bookworm",
+                                           "GAITID_EXTRA_CA": str(ca)}, "--profile", "cpu")
+    assert result.returncode == 0, result.stderr
+    model = json.loads(result.stdout)
+    for name in ("gaitid", "gaitid-cpu"):
+        build = model["services"][name]["build"]
+        assert build["args"] == {"PYTHON_IMAGE": "mirror.example/python:3.11-slim-bookworm"}
+        assert [s["source"] for s in build["secrets"]] == ["extra_ca"]
+    assert model["secrets"]["extra_ca"]["file"] == str(ca)
+    defaults = json.loads(compose_config(COMPOSE_FILE).stdout)
+    assert defaults["services"]["gaitid"]["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim-bookworm"}
+    assert defaults["secrets"]["extra_ca"]["file"] == "/dev/null"  # no extra CA: an empty secret
+
+
+def test_test_override_runs_on_the_host_network_and_keeps_the_gpu_reservation():
+    override = REPO / "tests" / "docker" / "compose.test.yml"
+    env = {"GAITID_TEST_PORT": "18123", "GAITID_TEST_VIDEOS": str(REPO)}
+    result = subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE_FILE), "-f", str(override), "--project-directory", str(REPO),
+         "--profile", "cpu", "config", "--format", "json"],
+        check=False, capture_output=True, text=True, timeout=60,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("GAITID_")}, **env})
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    cpu = services["gaitid-cpu"]
+    assert cpu["network_mode"] == "host" and not cpu.get("ports")
+    assert cpu["command"][-1] == "18123" and "18123" in " ".join(cpu["healthcheck"]["test"])
+    assert services["gaitid"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+
+
+def context_sources(dockerfile: Path) -> list[str]:
+    """Every build-context path a Dockerfile reads: COPY sources and RUN bind-mount sources."""
+    sources = []
+    for word, args in instructions(dockerfile):
+        if word == "COPY" and not args.startswith("--from"):
+            sources += args.split()[:-1]
+        elif word == "RUN":
+            sources += re.findall(r"--mount=type=bind,source=([^,\s]+)", args)
+    return sources
 
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))
 def test_images_carry_the_service_and_its_cli_but_no_training_code(variant):
-    copied = {args.split()[0].rstrip("/") for word, args in instructions(DOCKERFILES[variant])
-              if word == "COPY" and not args.startswith("--from")}
-    assert {"service", "gallery", "gaitid"} <= copied
-    assert "model" not in copied  # the service imports no training code (tests/test_layers.py)
+    read = {source.rstrip("/") for source in context_sources(DOCKERFILES[variant])}
+    assert {"service", "gallery", "gaitid", "pyproject.toml"} <= read
+    assert "model" not in read and "." not in read  # the service imports no training code (tests/test_layers.py)
 
 
 def test_gpu_requirements_leave_out_cpu_builds():
@@ -211,15 +274,12 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))
 def test_every_copied_path_exists_and_is_in_the_build_context(variant):
     patterns = _dockerignore_patterns()
-    for word, args in instructions(DOCKERFILES[variant]):
-        if word != "COPY" or args.startswith("--from"):
-            continue
-        for source in args.split()[:-1]:
-            assert (REPO / source).exists(), f"{DOCKERFILES[variant].name} copies {source}, which is not in the repo"
-            assert not _ignored(source.rstrip("/"), patterns), f"{source} is excluded by .dockerignore"
+    for source in context_sources(DOCKERFILES[variant]):
+        assert (REPO / source).exists(), f"{DOCKERFILES[variant].name} reads {source}, which is not in the repo"
+        assert not _ignored(source.rstrip("/"), patterns), f"{source} is excluded by .dockerignore"
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context():
     patterns = _dockerignore_patterns()
-    for private in (".venv", ".venv-ultra", ".git", "data", "runs", ".gaitid", ".env", "service/__pycache__"):
+    for private in (".venv", ".venv-ultra", ".git", "data", "runs", ".gaitid", ".env", "service/__pycache__", "model"):
         assert _ignored(private, patterns), private
