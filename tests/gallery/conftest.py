@@ -21,7 +21,7 @@ from gallery import Gallery
 
 OpenGallery = Callable[..., Gallery]  # open_gallery(root, **Gallery keyword arguments)
 
-_MILVUS_MISSING = [name for name in ("pymilvus", "milvus_lite") if importlib.util.find_spec(name) is None]
+MILVUS_MISSING = [name for name in ("pymilvus", "milvus_lite") if importlib.util.find_spec(name) is None]
 
 
 @pytest.fixture
@@ -31,8 +31,8 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(params=["faiss", "milvus"])
 def backend(request: pytest.FixtureRequest) -> str:
-    if request.param == "milvus" and _MILVUS_MISSING:
-        pytest.skip(f"the Milvus backend needs {' and '.join(_MILVUS_MISSING)} (pip install -e .[milvus])")
+    if request.param == "milvus" and MILVUS_MISSING:
+        pytest.skip(f"the Milvus backend needs {' and '.join(MILVUS_MISSING)} (pip install -e .[milvus])")
     return request.param
 
 
