@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings
 
 from gaitid.contract import EmbeddingModelMetadata
+from gallery.backends import Backend
 from service.pipeline.config import DEFAULT_DATA_DIR, ENV_CONFIG, PipelineSettings
 
 # For a model that was never calibrated and no GAITID_UNKNOWN_THRESHOLD: a guess, reported as such.
@@ -42,6 +43,10 @@ class GallerySettings(BaseSettings):
     unknown_threshold: float | None = Field(
         None, ge=-1.0, le=1.0,
         description="similarity below which the answer is unknown (default: the embedding model's calibrated one)")
+    # Where the search vectors live (gallery.backends); subjects and sequences stay in SQLite under data_dir.
+    index_backend: Backend = Field("faiss", description="faiss (in the service process) or milvus (milvus_uri)")
+    milvus_uri: str | None = Field(
+        None, description="Milvus server, e.g. http://milvus:19530 (default: a milvus-lite file in the gallery folder)")
     rescore_state: Path | None = Field(
         None, description="a `gaitid rescore` state file (or its folder): enables GET /subjects/{id}/sightings")
 
