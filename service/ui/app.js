@@ -228,7 +228,7 @@ function videoSummary(answer) {
 
 async function renderIdentification(answer) {
   const cards = await Promise.all(answer.tracks.map((t) => trackCard(t, answer.threshold)));
-  return [videoSummary(answer), h("div", { class: "tracks" }, cards)];
+  return [videoSummary(answer), h("div", { class: "tracks answers" }, cards)];
 }
 
 const thumbUrlOf = (t) => t.thumbnail_url ?? (t.track && t.track.thumbnail_url);
@@ -248,10 +248,9 @@ async function trackCard(t, threshold) {
   return h("article", { class: "track", "data-track-id": track.track_id },
     h("header", {}, h("strong", {}, `Track ${track.track_id}`),
       h("span", { class: "muted" }, `frames ${track.first_frame}–${track.last_frame} · ${track.frames} used`)),
-    await thumbnail(thumbUrlOf(t), `walker of track ${track.track_id}`),
-    decision,
-    qualityBlock(qualityOf(t)),
-    candidatesTable(t.candidates, threshold));
+    h("div", { class: "body" },
+      await thumbnail(thumbUrlOf(t), `walker of track ${track.track_id}`),
+      h("div", { class: "facts" }, decision, qualityBlock(qualityOf(t)), candidatesTable(t.candidates, threshold))));
 }
 
 function qualityBlock(quality) {
@@ -262,6 +261,7 @@ function qualityBlock(quality) {
   if (quality.mask_coverage !== undefined && quality.mask_coverage !== null) item("mask", `${Math.round(quality.mask_coverage * 100)}%`);
   if (quality.frames_cut_at_border !== undefined) item("cut at border", quality.frames_cut_at_border);
   if (quality.person_height_px !== undefined && quality.person_height_px !== null) item("height", `${Math.round(quality.person_height_px)} px`);
+  if (quality.walk_seconds !== undefined && quality.walk_seconds !== null) item("walk", `${fmt(quality.walk_seconds, 1)} s`);
   const warnings = quality.warnings || [];
   return h("div", {},
     warnings.length ? h("ul", { class: "warnings" }, warnings.map((w) => h("li", {}, w))) : null,
@@ -352,13 +352,14 @@ async function trackPicker(failure) {
       for (const button of buttons) button.disabled = false;
     };
     const box = track.median_box;
+    const quality = qualityOf(track);
     return h("article", { class: "track", "data-track-id": track.track_id },
       h("header", {}, h("strong", {}, `Track ${track.track_id}`),
         h("span", { class: "muted" }, `frames ${track.first_frame}–${track.last_frame} · ${track.frames} used`)),
       await thumbnail(thumbUrlOf(track), `walker of track ${track.track_id}`),
-      box ? h("div", { class: "quality" }, h("span", {}, "height ", h("b", {}, `${Math.round(box[3] - box[1])} px`)),
+      box && !quality ? h("div", { class: "quality" }, h("span", {}, "height ", h("b", {}, `${Math.round(box[3] - box[1])} px`)),
         h("span", {}, "at x ", h("b", {}, `${Math.round((box[0] + box[2]) / 2)}`))) : null,
-      qualityBlock(qualityOf(track)),
+      qualityBlock(quality),
       h("button", { type: "button", class: "pick", onclick: choose }, `Enroll track ${track.track_id}`));
   }));
   const count = failure.details.tracks.length;

@@ -40,9 +40,16 @@ def test_enroll_identify_and_delete_in_the_browser(browser, service, videos_dir,
         enroll(page, "person-b", "Person B", phone / "demo4.mp4")
         choices = page.locator("#enroll-result article.track")
         expect(choices).to_have_count(2, timeout=PROCESSING_MS)
+        for choice in choices.all():  # each person's picture and how far the track can be trusted
+            expect(choice.locator("img.thumb")).to_be_visible()
+            assert choice.locator("img.thumb").evaluate("img => img.complete && img.naturalWidth > 0")
+            expect(choice.locator(".quality")).to_contain_text("frames")
         page.screenshot(path=screenshots / "enroll-choose-laptop.png", full_page=True)
         chosen = choices.first.get_attribute("data-track-id")
-        choices.first.locator("button.pick").click()
+        with page.expect_request(lambda r: r.url.endswith("/enroll") and r.method == "POST") as choice_request:
+            choices.first.locator("button.pick").click()
+        form = choice_request.value.post_data_buffer
+        assert b'name="clip_id"' in form and b'name="video"' not in form  # the server's copy: no second upload
         expect(page.locator("#enroll-result .notice")).to_contain_text(
             f"Enrolled Person B (person-b): track {chosen}", timeout=PROCESSING_MS)
 
@@ -55,6 +62,9 @@ def test_enroll_identify_and_delete_in_the_browser(browser, service, videos_dir,
         expect(track.locator(".decision")).to_contain_text("Person A")
         expect(track.locator("tbody tr")).to_have_count(2)  # both enrolled subjects, best first
         expect(track.locator("tbody tr").first).to_contain_text("Person A")
+        expect(track.locator(".decision")).to_contain_text("margin 0.")
+        assert track.locator("img.thumb").evaluate("img => img.complete && img.naturalWidth > 0")
+        expect(track.locator(".quality")).to_contain_text("frames")
         page.screenshot(path=screenshots / "identify-laptop.png", full_page=True)
         page.set_viewport_size(PHONE)
         page.screenshot(path=screenshots / "identify-phone.png", full_page=True)
