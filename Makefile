@@ -7,7 +7,7 @@ CASIA_TARBALL := ../shared/data/casia-b-sil-001-074.tar.xz
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test setup-service setup-dev setup-ultra data lint bench docker-test docker-clean
+.PHONY: serve test setup-service setup-dev setup-ultra data lint bench browser docker-test docker-clean
 
 # --- the service: runtime dependencies only (no torch) -----------------------------------------
 $(VENV)/.service:
@@ -45,7 +45,16 @@ data/casia-b/.unpacked:
 
 data: data/casia-b/.unpacked
 
-test: setup-dev data
+# The browser test (tests/ui) drives the system's Chromium (Debian's package) with Playwright, which
+# downloads no browser. As root (CI) it is installed here; elsewhere tests/ui skips and says why.
+browser: setup-dev
+	@$(VENV)/bin/python -c "import playwright" 2>/dev/null || $(VENV)/bin/pip install -q "playwright>=1.45"
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "no chromium and not root: tests/ui will skip (apt-get install chromium)"; fi; }
+
+test: setup-dev data browser
 	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q
 
 lint: setup-dev
