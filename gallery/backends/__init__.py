@@ -103,8 +103,10 @@ def open_index_store(backend: Backend, root: Path, *, database_id: str, kind: In
 
         return FaissFiles(root / INDEX_DIRNAME, kind=kind, device=device, replica_factory=replica_factory)
     if backend == "milvus":
-        from gallery.backends.milvus import MilvusCollections
-
+        try:
+            from gallery.backends.milvus import MilvusCollections
+        except ModuleNotFoundError as exc:
+            raise InvalidInputError(f"the Milvus backend needs pymilvus (pip install 'gaitid[milvus]'): {exc}") from exc
         if kind != "flat":
             raise InvalidInputError(f"index_kind {kind!r} is FAISS's; the Milvus backend searches exact float32 "
                                     "(index_kind 'flat')")
