@@ -16,12 +16,25 @@ import anyio
 from fastapi import FastAPI
 
 from service.auth import KeyRing
+from service.cameras import CameraRegistry, cameras_dir
 from service.clip_cache import ClipCache
 from service.errors import add_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware, UploadAuthMiddleware, max_body_bytes
 from service.openapi import install_openapi
-from service.routers import admin, audit, clips, enroll, galleries, health, identify, keys, subjects, ui
+from service.routers import (
+    admin,
+    audit,
+    cameras,
+    clips,
+    enroll,
+    galleries,
+    health,
+    identify,
+    keys,
+    subjects,
+    ui,
+)
 from service.routers.sightings import router as sightings_router
 from service.settings import Settings, get_settings
 from service.startup import start_services, stop_services
@@ -33,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ServiceMetrics()
     state = ServiceState(settings=settings, metrics=metrics, keyring=KeyRing.from_settings(settings.http),
                          clip_limiter=anyio.CapacityLimiter(settings.http.max_concurrent_clips),
-                         clip_cache=ClipCache(int(settings.http.clip_cache_mb * 2**20), settings.http.clip_cache_ttl_s))
+                         clip_cache=ClipCache(int(settings.http.clip_cache_mb * 2**20), settings.http.clip_cache_ttl_s),
+                         cameras=CameraRegistry(cameras_dir(settings.pipeline.data_dir)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,8 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gaitid = state
-    for router in (enroll.router, identify.router, clips.router, subjects.router, galleries.router, keys.router,
-                   audit.router, admin.router, health.router, ui.router):
+    for router in (enroll.router, identify.router, clips.router, cameras.router, subjects.router, galleries.router,
+                   keys.router, audit.router, admin.router, health.router, ui.router):
         app.include_router(router)
     app.include_router(sightings_router)  # GET /subjects/{id}/sightings: answers 404 without GAITID_RESCORE_STATE
     add_error_handlers(app)

@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader
 from gallery import AuditContext, Gallery
 from gallery.api_keys import Role
 from service.auth import API_KEY_HEADER, Caller
+from service.cameras import CameraRegistry
 from service.clip_cache import ClipCache
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
@@ -77,6 +78,13 @@ def get_clip_cache(state: StateDep) -> ClipCache:
 
 
 ClipCacheDep = Annotated[ClipCache, Depends(get_clip_cache)]
+
+
+def get_cameras(state: StateDep) -> CameraRegistry:
+    return state.cameras
+
+
+CamerasDep = Annotated[CameraRegistry, Depends(get_cameras)]
 
 
 _api_key_scheme = APIKeyHeader(

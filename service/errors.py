@@ -33,6 +33,7 @@ from gallery import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
+from service.cameras import BackgroundNotFoundError, CameraError, CameraNotFoundError
 from service.clip_cache import ClipExpiredError
 from service.pipeline.errors import (
     ClipTooLongError,
@@ -78,6 +79,9 @@ STATUS: dict[type[Exception], int] = {
     ApiKeyNotFoundError: 404,
     ApiKeyNotRemovableError: 409,
     ClipExpiredError: 404,
+    CameraError: 404,
+    CameraNotFoundError: 404,
+    BackgroundNotFoundError: 404,
 }
 
 # Codes of the HTTP errors Starlette and FastAPI raise themselves.
@@ -124,7 +128,8 @@ def add_error_handlers(app: FastAPI) -> None:
         return error_response(status_of(exc), exc.code, exc.message, _jsonable(exc.details))
 
     @app.exception_handler(ClipExpiredError)
-    async def clip_expired(_: Request, exc: ClipExpiredError) -> JSONResponse:
+    @app.exception_handler(CameraError)
+    async def service_lookup_error(_: Request, exc: ClipExpiredError | CameraError) -> JSONResponse:
         return error_response(status_of(exc), exc.code, exc.message, exc.details)
 
     @app.exception_handler(GalleryError)

@@ -27,6 +27,7 @@ from gallery import (
     SubjectSummary,
 )
 from gallery.api_keys import KEY_NAME_PATTERN, Role
+from service.cameras import Camera
 from service.clip_cache import ProcessedClip
 from service.pipeline.quality import TrackQuality
 from service.pipeline.types import AlignedSequence
@@ -142,6 +143,11 @@ class EnrollResponse(BaseModel):
     candidate_tracks: int = Field(description="usable person tracks in the clip")
     video: VideoInfo
     timings_ms: dict[str, float]
+
+
+# -- cameras (their settings and stored record: service.cameras) ----------------------------------------
+class CameraList(BaseModel):
+    cameras: list[Camera] = Field(description="your gallery's cameras, by id")
 
 
 # -- subjects -------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """What the app builds once at startup and every request reads: settings, metrics, the API key ring,
-the embedding model, the clip pipeline, the clip cache, the gallery, and the readiness checks that
+the embedding model, the clip pipeline, the clip cache, the cameras, the gallery, and the readiness checks that
 say what could not be loaded."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import anyio
 from gaitid.contract import SequenceEmbedder
 from gallery import Gallery
 from service.auth import KeyRing
+from service.cameras import CameraRegistry
 from service.clip_cache import ClipCache
 from service.metrics import ServiceMetrics
 from service.pipeline.pipeline import ClipProcessor
@@ -34,6 +35,7 @@ class ServiceState:
     metrics: ServiceMetrics
     clip_limiter: anyio.CapacityLimiter
     clip_cache: ClipCache  # processed clips kept for reuse, and their thumbnails
+    cameras: CameraRegistry  # the galleries' cameras and their processing settings
     keyring: KeyRing = field(default_factory=KeyRing)  # no keys: authentication off
     embedder: SequenceEmbedder | None = None  # the loaded embedding model (re-embedding uses it)
     pipeline: ClipProcessor | None = None

@@ -9,9 +9,11 @@ from functools import partial
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Path, UploadFile
+from fastapi import APIRouter, Form, Path, UploadFile
 from fastapi.responses import Response
+from pydantic import Field
 
+from service.cameras import CAMERA_ID_PATTERN, CameraRegistry, Rotation
 from service.clip_cache import CLIP_ID_PATTERN, ClipCache, ProcessedClip, clip_id_of, processed_clip
 from service.deps import ClipCacheDep, ReaderDep
 from service.errors import ApiError
@@ -19,13 +21,28 @@ from service.metrics import ServiceMetrics
 from service.middleware import MB
 from service.pipeline.pipeline import ClipProcessor
 from service.pipeline.types import ClipOverrides
-from service.schemas import error_responses
+from service.schemas import NULL_AS_NONE, error_responses
 from service.settings import HttpSettings
 
 router = APIRouter(tags=["clips"])
 
 # A browser may keep a thumbnail while the clip is kept; it never changes under its URL.
 THUMBNAIL_CACHE_CONTROL = "private, max-age=300"
+
+# The form fields of /enroll and /identify that say how to process the clip.
+CameraIdForm = Annotated[Annotated[str, Field(pattern=CAMERA_ID_PATTERN)] | None, NULL_AS_NONE, Form(
+    description="the camera that filmed the clip: its rotation, background clip and region of interest apply "
+                "(GET /cameras)")]
+RotationForm = Annotated[Rotation | None, NULL_AS_NONE, Form(
+    description="degrees clockwise (0, 90, 180, 270) to turn the frames, over the camera's rotation and the file's "
+                "metadata (for footage stored sideways without saying so)")]
+
+
+async def clip_overrides(cameras: CameraRegistry, gallery: str, camera_id: str | None,
+                         rotation: int | None) -> ClipOverrides:
+    """How to process the clip: its camera's settings and the request's rotation (404 for an unknown camera,
+    before any video work)."""
+    return await anyio.to_thread.run_sync(cameras.overrides, gallery, camera_id, rotation)
 
 
 def check_upload(video: UploadFile, settings: HttpSettings) -> None:

@@ -39,6 +39,7 @@ from gallery.validation import check_display_name
 from service.clip_cache import CLIP_ID_PATTERN, ProcessedClip
 from service.deps import (
     AuditDep,
+    CamerasDep,
     ClipCacheDep,
     ClipLimiterDep,
     EnrollerDep,
@@ -49,8 +50,8 @@ from service.deps import (
     pipeline_model_id,
 )
 from service.errors import ApiError
-from service.pipeline.types import AlignedSequence, ClipOverrides
-from service.routers.clips import check_upload, process_upload
+from service.pipeline.types import AlignedSequence
+from service.routers.clips import CameraIdForm, RotationForm, check_upload, clip_overrides, process_upload
 from service.schemas import (
     NULL_AS_NONE,
     EnrollResponse,
@@ -68,7 +69,7 @@ MAX_TRACK_ID = 1_000_000
 MAX_SOURCE_NAME_CHARS = 255
 
 _ERRORS = error_responses({
-    404: "clip_id names no clip kept for your gallery (clip_expired): upload the video again",
+    404: "clip_id names no clip kept for your gallery (clip_expired): upload the video again; or no such camera",
     409: "several people in the clip (choose one with clip_id + track_id; details.tracks lists them), "
          "the subject exists (if_exists=error), or the gallery holds another model's embeddings",
     413: "upload or clip too long",
@@ -88,6 +89,7 @@ async def enroll(
     limiter: ClipLimiterDep,
     metrics: MetricsDep,
     cache: ClipCacheDep,
+    cameras: CamerasDep,
     subject_id: Annotated[str, Form(min_length=1, max_length=MAX_ID_CHARS, description=f"your id for this person: {RULE}")],
     display_name: Annotated[Annotated[str, Field(max_length=MAX_DISPLAY_NAME_CHARS)] | None, NULL_AS_NONE,
                             Form(description="a name to show (default: the subject id)")] = None,
@@ -104,7 +106,10 @@ async def enroll(
         description="a clip of the person walking (any format FFmpeg reads); or give clip_id")] = None,
     clip_id: Annotated[Annotated[str, Field(pattern=CLIP_ID_PATTERN)] | None, NULL_AS_NONE, Form(
         description="instead of a video: a clip processed a moment ago (the clip_id of a 409 or an /identify "
-                    "answer), with track_id; no pipeline runs again")] = None,
+                    "answer), with track_id; no pipeline runs again (camera_id and rotation are then those it "
+                    "was processed with)")] = None,
+    camera_id: CameraIdForm = None,
+    rotation: RotationForm = None,
 ) -> EnrollResponse:
     """Enroll the walking person of the clip as `subject_id`.
 
@@ -124,12 +129,13 @@ async def enroll(
                        {"errors": [{"field": "video", "problem": "give exactly one of video and clip_id"}]})
     if video is not None:
         check_upload(video, settings.http)
+        overrides = await clip_overrides(cameras, caller.gallery, camera_id, rotation)
     await anyio.to_thread.run_sync(partial(
         _check_gallery, gallery, caller.gallery, subject_id, if_exists, pipeline_model_id(pipeline)))
 
     if video is not None:
         processed, extra = await process_upload(video, settings.http, pipeline, limiter, metrics, cache,
-                                                caller.gallery, ClipOverrides())
+                                                caller.gallery, overrides)
     else:
         looked_up = time.perf_counter()
         processed = cache.require(clip_id, caller.gallery)

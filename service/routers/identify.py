@@ -14,6 +14,7 @@ from pydantic import Field
 
 from gallery import ModelMismatchError
 from service.deps import (
+    CamerasDep,
     ClipCacheDep,
     ClipLimiterDep,
     GalleryDep,
@@ -23,8 +24,7 @@ from service.deps import (
     SettingsDep,
     pipeline_model_id,
 )
-from service.pipeline.types import ClipOverrides
-from service.routers.clips import check_upload, process_upload
+from service.routers.clips import CameraIdForm, RotationForm, check_upload, clip_overrides, process_upload
 from service.schemas import (
     NULL_AS_NONE,
     IdentifyResponse,
@@ -37,6 +37,7 @@ from service.schemas import (
 router = APIRouter(tags=["identify"])
 
 _ERRORS = error_responses({
+    404: "your gallery has no such camera (camera_not_found)",
     409: "the gallery holds embeddings of another model (re-embed it)",
     413: "upload or clip too long",
     415: "not a video this server can decode",
@@ -53,11 +54,14 @@ async def identify(
     limiter: ClipLimiterDep,
     metrics: MetricsDep,
     cache: ClipCacheDep,
+    cameras: CamerasDep,
     video: Annotated[UploadFile, File(description="a clip of people walking (any format FFmpeg reads)")],
     top_k: Annotated[Annotated[int, Field(ge=1, le=100)] | None, NULL_AS_NONE,
                      Form(description="candidates per track (default: server's)")] = None,
     threshold: Annotated[Annotated[float, Field(ge=-1.0, le=1.0)] | None, NULL_AS_NONE,
                          Form(description="similarity below which a track is unknown (default: server's)")] = None,
+    camera_id: CameraIdForm = None,
+    rotation: RotationForm = None,
 ) -> IdentifyResponse:
     """For every person track in the clip: the top-k enrolled subjects with their similarity, the
     decision (a subject, or unknown when the best similarity is below the threshold), the margin of
@@ -68,12 +72,13 @@ async def identify(
     decision_threshold = gallery.threshold if threshold is None else threshold  # the gallery's: see startup
     namespace = caller.gallery
     check_upload(video, settings.http)
+    overrides = await clip_overrides(cameras, namespace, camera_id, rotation)
     if (model_id := pipeline_model_id(pipeline)) is not None:
         status = await anyio.to_thread.run_sync(gallery.status, namespace)
         if status.needs_reembed(model_id):
             raise ModelMismatchError(namespace, str(status.model_id), model_id)
     processed, extra = await process_upload(video, settings.http, pipeline, limiter, metrics, cache, namespace,
-                                            ClipOverrides())
+                                            overrides)
     result = processed.result
     queries = np.stack([result.embeddings[s.track_id] for s in result.sequences])
     search_started = time.perf_counter()
