@@ -403,7 +403,47 @@ async function loadSubjects() {
       h("td", {}, s.display_name, s.display_name !== s.subject_id ? h("span", { class: "muted" }, ` (${s.subject_id})`) : null),
       h("td", { class: "num" }, s.sequence_count),
       h("td", { class: "hide-narrow muted" }, new Date(s.updated_at).toLocaleString()),
-      h("td", {}, canDelete ? h("button", { type: "button", class: "small danger", onclick: () => deleteSubject(s) }, "Delete") : null)))))));
+      h("td", { class: "actions" },
+        h("button", { type: "button", class: "small secondary sightings", onclick: () => loadSightings(s) }, "Sightings"),
+        canDelete ? h("button", { type: "button", class: "small danger", onclick: () => deleteSubject(s) }, "Delete") : null)))))));
+}
+
+// Where and when a subject appears in the archive that `gaitid rescore` processed (GET /subjects/{id}/sightings:
+// a server started with GAITID_RESCORE_STATE; otherwise its 404 no_archive says how to enable it).
+async function loadSightings(subject) {
+  const panel = $("#sightings");
+  const errorBox = $(".error", panel);
+  const list = $("#sightings-list");
+  panel.hidden = false;
+  panel.dataset.subjectId = subject.subject_id;
+  $("#sightings-title").textContent = `Where ${subject.display_name} was seen`;
+  $("#sightings-summary").textContent = "searching the re-scored archive…";
+  clearError(errorBox);
+  list.replaceChildren();
+  let answer;
+  try {
+    answer = await api(`/subjects/${encodeURIComponent(subject.subject_id)}/sightings`);
+  } catch (failure) {
+    $("#sightings-summary").textContent = "";
+    showError(errorBox, failure);
+    return;
+  }
+  const count = answer.sightings.length;
+  $("#sightings-summary").textContent = `${count} sighting${count === 1 ? "" : "s"} among ${answer.archive_tracks} ` +
+    `archive tracks (similarity ≥ ${fmt(answer.threshold)}), in time order.`;
+  if (!count) return;
+  const rows = await Promise.all(answer.sightings.map(async (s) => h("tr", { "data-video": s.video },
+    h("td", { class: "strip" }, await thumbnail(s.thumbnail_url, `track ${s.track_id} of ${s.video}`)),
+    h("td", {}, s.start_time ? new Date(s.start_time).toLocaleString() : "time unknown",
+      h("div", { class: "muted" }, s.camera || "no camera")),
+    h("td", { class: "video" }, h("span", { title: s.video }, s.video.split("/").pop()),
+      h("div", { class: "muted" }, s.start_s === null ? `frames ${s.first_frame}–${s.last_frame}`
+        : `${fmt(s.start_s, 1)}–${fmt(s.end_s, 1)} s`)),
+    h("td", { class: "num" }, fmt(s.similarity)))));
+  list.replaceChildren(h("div", { class: "table-wrap" }, h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "walk"), h("th", {}, "when, camera"), h("th", {}, "video"),
+      h("th", { class: "num" }, "similarity"))),
+    h("tbody", {}, rows))));
 }
 
 function confirmAction(title, text, okLabel) {
@@ -429,6 +469,7 @@ async function deleteSubject(subject) {
     showError($(".error", section), failure);
     return;
   }
+  if ($("#sightings").dataset.subjectId === subject.subject_id) $("#sightings").hidden = true;
   await loadSubjects();
   loadGallery();
 }

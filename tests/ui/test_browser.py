@@ -1,6 +1,7 @@
 """The web page (/ui/) in headless Chromium against the real service: enroll from real clips (one
 walker; two walkers, choosing one by their thumbnails), identify another clip of the same person and
-see their name, delete a subject after confirming; the API key prompt; errors shown from the ErrorBody.
+see their name, see where a re-scored archive saw them, delete a subject after confirming; the API key
+prompt; errors shown from the ErrorBody.
 Screenshots at a laptop's and a phone's size (GAITID_UI_SCREENSHOTS keeps them)."""
 
 from __future__ import annotations
@@ -8,7 +9,10 @@ from __future__ import annotations
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from typer.testing import CliRunner
 
+from gaitid.cli import app as cli_app
+from service.settings import get_settings
 from tests.ui.conftest import LAPTOP, PHONE
 
 PROCESSING_MS = 90_000  # a clip on a loaded 2-core CI machine; a few seconds when idle
@@ -23,11 +27,32 @@ def enroll(page: Page, subject_id: str, display_name: str, clip) -> None:
     form.locator("button[type=submit]").click()
 
 
+def rescore_archive(tmp_path, monkeypatch, clips: dict[str, object]):
+    """`gaitid rescore` over an archive of the given clips (path in the archive -> clip); its results folder."""
+    archive = tmp_path / "archive"
+    for name, clip in clips.items():
+        (archive / name).parent.mkdir(parents=True, exist_ok=True)
+        (archive / name).symlink_to(clip)
+    for key, value in {"DATA_DIR": tmp_path / "data", "SEGMENTER": "bgsub", "PROVIDERS": "cpu"}.items():
+        monkeypatch.setenv(f"GAITID_{key}", str(value))
+    get_settings.cache_clear()
+    try:
+        results = tmp_path / "job" / "results.jsonl"
+        done = CliRunner().invoke(cli_app, ["rescore", str(archive), "--out", str(results), "--no-progress",
+                                            "--workers", "1"])
+        assert done.exit_code == 0, done.output
+    finally:
+        get_settings.cache_clear()
+    return results.parent
+
+
 @pytest.mark.data
 @pytest.mark.slow
-def test_enroll_identify_and_delete_in_the_browser(browser, service, videos_dir, screenshots):
+def test_enroll_identify_and_delete_in_the_browser(browser, service, videos_dir, screenshots, tmp_path, monkeypatch):
     phone = videos_dir / "phone"  # person A walks in demo1 and demo2; persons B and C together in demo4
-    with service() as base:
+    job = rescore_archive(tmp_path, monkeypatch, {"camA/2024-01-02/10-00-00.mp4": phone / "demo2.mp4",
+                                                  "camB/2024-01-03/09-30-00.mp4": phone / "demo4.mp4"})
+    with service(rescore_state=job) as base:
         page = browser.new_page(viewport=LAPTOP)
         page.goto(f"{base}/ui/")
         expect(page.locator("#gallery-status")).to_contain_text("gallery default · admin · 0 subjects")
@@ -74,6 +99,15 @@ def test_enroll_identify_and_delete_in_the_browser(browser, service, videos_dir,
         rows = page.locator("#subjects-list tbody tr")
         expect(rows).to_have_count(2)
         row = page.locator("#subjects-list tr[data-subject-id=person-a]")
+        # Where the re-scored archive saw person A: camera A's clip, not camera B's (persons B and C).
+        row.locator("button.sightings").click()
+        sightings = page.locator("#sightings-list tbody tr")
+        expect(sightings).to_have_count(1, timeout=PROCESSING_MS)
+        expect(sightings.first).to_contain_text("camA")
+        expect(sightings.first).to_contain_text("10-00-00.mp4")
+        assert sightings.first.locator("img.thumb").evaluate("img => img.complete && img.naturalWidth > 0")
+        expect(page.locator("#sightings-summary")).to_contain_text("1 sighting among 3 archive tracks")
+        page.screenshot(path=screenshots / "sightings-laptop.png", full_page=True)
         row.locator("button.danger").click()
         dialog = page.locator("#confirm-dialog")
         expect(dialog).to_contain_text("Person A (person-a) and 1 enrolled walk")
@@ -84,6 +118,7 @@ def test_enroll_identify_and_delete_in_the_browser(browser, service, videos_dir,
         dialog.locator("#confirm-ok").click()
         expect(rows).to_have_count(1)
         expect(rows.first).to_have_attribute("data-subject-id", "person-b")
+        expect(page.locator("#sightings")).to_be_hidden()  # the deleted subject's sightings went with it
         page.set_viewport_size(PHONE)
         page.screenshot(path=screenshots / "subjects-phone.png", full_page=True)
 
