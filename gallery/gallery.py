@@ -144,8 +144,13 @@ class Gallery:
             raise
         self._indexes = NamespaceIndexes(self.store, index_store, kind=self.index_kind, similarity=self.similarity)
         # Load (or rebuild) every namespace's index now, so the first request is not the slow one.
-        for namespace in self.store.namespaces():
-            self._indexes.get(namespace)
+        try:
+            for namespace in self.store.namespaces():
+                self._indexes.get(namespace)
+        except BaseException:  # e.g. the Milvus server is unreachable: release what was opened
+            index_store.close()
+            self.store.close()
+            raise
 
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> Self:

@@ -70,10 +70,11 @@ class MilvusIndex:
     kind: IndexKind = "flat"
     device: Literal["cpu", "gpu"] = "cpu"  # the server decides; nothing runs on this process's GPU
 
-    def __init__(self, client: MilvusClient, collection: str, dim: int):
+    def __init__(self, client: MilvusClient, collection: str, dim: int, aliased: bool):
         self.client = client
         self.collection = collection
         self.dim = dim
+        self.aliased = aliased  # False for a rebuild's new collection until the store's save moves the alias
         self._ntotal = self._count()
 
     @property
@@ -194,7 +195,7 @@ class MilvusCollections:
         if target is None or header is None:
             raise IndexFileError(f"{self.location(namespace)}: no collection")
         self.client.load_collection(target)  # a restarted server may have released it
-        return MilvusIndex(self.client, target, int(header["dim"]))
+        return MilvusIndex(self.client, target, int(header["dim"]), aliased=True)
 
     def create(self, namespace: str, dim: int) -> MilvusIndex:
         name = f"{collection_alias(self.database_id, namespace)}_v{uuid.uuid4().hex[:8]}"
@@ -204,19 +205,22 @@ class MilvusCollections:
         index_params = self.client.prepare_index_params()
         index_params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
         self.client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong")
-        return MilvusIndex(self.client, name, dim)
+        return MilvusIndex(self.client, name, dim, aliased=False)
 
     def save(self, namespace: str, index: Any, header: dict[str, Any]) -> None:
         assert isinstance(index, MilvusIndex)
         full = dict(header, kind=index.kind, dim=index.dim, ntotal=index.ntotal)
         self.client.alter_collection_properties(index.collection,
                                                 properties={HEADER_PROPERTY: json.dumps(full, sort_keys=True)})
+        if index.aliased:  # the usual case, after an enrollment or deletion: the header was all
+            return
         alias = collection_alias(self.database_id, namespace)
         target = self._target(namespace)
         if target is None:
             self.client.create_alias(index.collection, alias)
         elif target != index.collection:
             self.client.alter_alias(index.collection, alias)
+        index.aliased = True
         for old in self._collections(namespace):  # replaced ones, and any a crashed rebuild left
             if old != index.collection:
                 self.client.drop_collection(old)
