@@ -122,6 +122,17 @@ def test_enroll_identify_and_delete_in_the_browser(browser, service, videos_dir,
         page.set_viewport_size(PHONE)
         page.screenshot(path=screenshots / "subjects-phone.png", full_page=True)
 
+        # The re-scoring report (`gaitid rescore-report`) opened from the operator's disk.
+        report = job / "report.html"
+        made = CliRunner().invoke(cli_app, ["rescore-report", str(job / "results.jsonl"), "--out", str(report)])
+        assert made.exit_code == 0, made.output
+        page.click("nav a[data-view=report]")
+        page.locator("#report-file").set_input_files(report)
+        shown = page.frame_locator("#report-frame")
+        expect(shown.locator("h1")).to_have_text("Re-scoring report")
+        expect(shown.locator("body")).to_contain_text("2 videos, 3 tracks")
+        page.screenshot(path=screenshots / "report-phone.png", full_page=True)
+
         left = httpx.get(f"{base}/subjects").json()
         assert [s["subject_id"] for s in left["subjects"]] == ["person-b"]
 
@@ -150,6 +161,10 @@ def test_api_key_prompt_and_error_answers(browser, service, tmp_path):
 
         page.click("nav a[data-view=subjects]")
         expect(page.locator("#subjects-list")).to_contain_text("Nobody is enrolled yet")
+        page.click("nav a[data-view=report]")
+        page.locator("#report-file").set_input_files(not_a_video)
+        expect(page.locator("#view-report .error")).to_contain_text("notes.mp4 is not an HTML report")
+        expect(page.locator("#report-frame")).to_be_hidden()
         page.click("#key-button")
         dialog.locator("#key-forget").click()
         expect(page.locator("#gallery-status")).to_have_text("API key needed")
