@@ -7,6 +7,8 @@ run is decided from it: the pipeline settings it overrides, the job's options, t
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,6 +19,7 @@ from gaitid.cli.errors import reported_errors
 
 if TYPE_CHECKING:
     from service.pipeline.config import PipelineSettings
+    from service.pipeline.types import ClipOverrides
     from service.rescore import RescoreOptions
     from service.rescore.job import Runner
     from service.settings import Settings
@@ -72,15 +75,29 @@ class RescoreCommand(BaseModel):
         from gaitid.contract import read_metadata
         from service.rescore import DEFAULT_PATH_PATTERNS, RescoreOptions
 
+        overrides = self.camera_overrides(settings)
+        fingerprint = pipeline.extraction_fingerprint()
+        if overrides:  # the cameras' settings change what is extracted too
+            fingerprint = {**fingerprint, "cameras": json.dumps(
+                {c: dataclasses.asdict(o) for c, o in sorted(overrides.items())}, sort_keys=True, default=str)}
         return RescoreOptions(
             out=self.out, format=self.format, state=self.state, namespace=self.namespace,
             top_k=self.top_k if self.top_k is not None else settings.gallery.top_k,
             threshold=self.threshold if self.threshold is not None else settings.gallery.decision_threshold(
                 lambda: read_metadata(pipeline.embedding_path))[0],
             path_patterns=self.path_patterns or DEFAULT_PATH_PATTERNS,
-            force=self.force, progress=self.progress, extraction_settings=pipeline.extraction_fingerprint(),
-            cameras=self.camera_entries(),
+            force=self.force, progress=self.progress, extraction_settings=fingerprint,
+            cameras=self.camera_entries(), camera_overrides=overrides,
         )
+
+    def camera_overrides(self, settings: Settings) -> dict[str, ClipOverrides]:
+        """The processing settings of each camera configured for the namespace's gallery in the
+        service's data dir (PUT /cameras/{id}): rotation, background clip, region of interest."""
+        from service.cameras import CameraRegistry, camera_overrides, cameras_dir
+
+        data_dir = settings.gallery.data_dir
+        return {c.camera_id: camera_overrides(data_dir, c.camera_id, gallery=self.namespace)
+                for c in CameraRegistry(cameras_dir(data_dir)).list(self.namespace)}
 
     def camera_entries(self) -> tuple[str, ...]:
         """The mapping file's FOLDER=CAMERA_ID lines, then the options' (a later entry for a folder wins)."""

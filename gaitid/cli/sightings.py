@@ -23,7 +23,7 @@ def sightings(
     namespace: Annotated[str, typer.Option(help="gallery namespace the subject is enrolled in")] = "default",
     gallery_dir: Annotated[Path | None, typer.Option(help="default: $GAITID_DATA_DIR/gallery")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
-    thumbnails: Annotated[Path | None, typer.Option(help="write each sighting's thumbnail PNG into this folder")] = None,
+    thumbnails: Annotated[Path | None, typer.Option(help="write each sighting's thumbnail (JPEG of the person's crops) into this folder")] = None,
 ):
     """Where and when SUBJECT appears in a re-scored archive: the tracks most similar to their enrolled
     walks, in time order, with video, camera, time, frame range and similarity.
@@ -37,10 +37,10 @@ def sightings(
         ArchiveTracks,
         SightingFilter,
         find_sightings,
+        image_media_type,
         parse_cameras,
         sighting_record,
         subject_walks,
-        thumbnail_png,
     )
     from service.rescore.sources import parse_time
     from service.rescore.store import RescoreState, find_state
@@ -65,10 +65,11 @@ def sightings(
             if thumbnails is not None:
                 thumbnails.mkdir(parents=True, exist_ok=True)
                 for number, (sighting, record) in enumerate(zip(found, records), 1):
-                    png = thumbnail_png(archive_state, archive.model_id, sighting.track.sha256, sighting.track.track_id)
-                    if png:
-                        path = thumbnails / f"{number:04d}-{sighting.track.sha256[:12]}-{sighting.track.track_id}.png"
-                        path.write_bytes(png)
+                    image = archive_state.thumbnail(sighting.track.sha256, archive.model_id, sighting.track.track_id)
+                    if image:
+                        suffix = ".jpg" if image_media_type(image) == "image/jpeg" else ".png"
+                        path = thumbnails / f"{number:04d}-{sighting.track.sha256[:12]}-{sighting.track.track_id}{suffix}"
+                        path.write_bytes(image)
                         record["thumbnail"] = str(path)
     for record in records:
         typer.echo(json.dumps(record, ensure_ascii=False) if as_json else _line(record))

@@ -30,22 +30,26 @@ from gaitid.contract import SequenceEmbedder, file_sha256, model_id
 from service.pipeline.config import PipelineSettings, require_model
 from service.pipeline.errors import PipelineError
 from service.pipeline.pipeline import ClipProcessor, ClipResult, build_pipeline
-from service.pipeline.types import AlignedSequence
+from service.pipeline.thumbnails import strip_of
+from service.pipeline.types import AlignedSequence, ClipOverrides
 from service.rescore.archive import FileStat
 from service.rescore.errors import OptionError
 
 log = logging.getLogger("gaitid.rescore")
 
 STRIP_FRAMES = 8  # aligned frames shown per track in the report
+THUMBNAIL_QUALITY = 80  # JPEG quality of a track's thumbnail: ~10 KB for a strip of 8 crops 96 px high
 FileStatus = Literal["done", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
 class FileJob:
-    """A video to look at; `known_sha256` when the state's cached hash still matches the file's stat."""
+    """A video to look at; `known_sha256` when the state's cached hash still matches the file's stat;
+    `overrides`: its camera's processing settings (service.cameras), None for the server's."""
 
     path: str
     known_sha256: str | None = None
+    overrides: ClipOverrides | None = None
 
 
 @dataclass
@@ -55,6 +59,7 @@ class TrackOutcome:
     boxes: np.ndarray  # (T, 4) float32 xyxy in the upright source video's pixels
     embedding: np.ndarray  # (C, P) float32
     strip_png: bytes  # a few aligned silhouettes side by side (depth below them when computed)
+    thumbnail: bytes = b""  # JPEG of the person's crops over the walk (service.pipeline.thumbnails), ~10 KB
 
 
 @dataclass
@@ -85,6 +90,7 @@ class Prepared:
     stat: FileStat | None = None
     result: ClipResult | None = None
     strips: dict[int, bytes] = field(default_factory=dict)
+    thumbnails: dict[int, bytes] = field(default_factory=dict)
     outcome: FileOutcome | None = None  # already final: skipped or failed before embedding
     started: float = field(default_factory=time.perf_counter)
 
@@ -134,8 +140,9 @@ class Extractor:
             prepared.outcome = self._outcome(prepared, "skipped")
             return prepared
         try:
-            prepared.result = self.pipeline.process(job.path)
+            prepared.result = self.pipeline.process(job.path, job.overrides)
             prepared.strips = {s.track_id: self.strip(s) for s in prepared.result.sequences}
+            prepared.thumbnails = {s.track_id: track_thumbnail(s) for s in prepared.result.sequences}
         except PipelineError as exc:
             prepared.outcome = self._outcome(prepared, "done", error_code=exc.code, error_message=exc.message)
         except Exception as exc:  # one bad file must not stop an archive
@@ -163,6 +170,7 @@ class Extractor:
                     boxes=np.asarray(sequence.boxes, np.float32) * to_source,
                     embedding=np.asarray(embedding, np.float32),
                     strip_png=prepared.strips.get(sequence.track_id, b""),
+                    thumbnail=prepared.thumbnails.get(sequence.track_id, b""),
                 ))
         except Exception as exc:
             log.exception("embedding failed on %s", prepared.job.path)
@@ -202,6 +210,14 @@ def track_strip_png(sequence: AlignedSequence, frames: int = STRIP_FRAMES) -> by
         rows.append(np.hstack(list(sequence.depth[picks])))
     ok, png = cv2.imencode(".png", np.vstack(rows))
     return png.tobytes() if ok else b""
+
+
+def track_thumbnail(sequence: AlignedSequence, quality: int = THUMBNAIL_QUALITY) -> bytes:
+    """The person's crops over the walk (the pipeline's preview; its aligned silhouettes without one)
+    as a JPEG: what a sighting shows, kept in the state so the archive need not stay online."""
+    strip = strip_of(sequence)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return jpeg.tobytes() if ok else b""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gaitid.progress import progress_bar
+from service.pipeline.types import ClipOverrides
 from service.rescore.archive import (
     DEFAULT_PATH_PATTERNS,
     VIDEO_EXTENSIONS,
@@ -65,6 +66,9 @@ class RescoreOptions:
     extraction_settings: Mapping[str, Any] | None = None  # what the files are extracted with (see module doc)
     # FOLDER=CAMERA_ID entries (service.rescore.sources.CameraMap); relative folders are the archive's.
     cameras: tuple[str, ...] = ()
+    # camera id -> its processing settings (service.cameras: rotation, background clip, region of
+    # interest) for the videos of that camera; other videos get the server's.
+    camera_overrides: Mapping[str, ClipOverrides] | None = None
 
 
 @dataclass
@@ -111,7 +115,9 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
         _check_extraction_settings(state, model_id, options, summary)
         known = state.cached_hashes(paths)
         done = set() if options.force else state.done_hashes(model_id)
-        jobs = [FileJob(p, known.get(p)) for p in paths if options.force or known.get(p) not in done]
+        overrides = camera_overrides(paths, parser, cameras, options.camera_overrides or {})
+        jobs = [FileJob(p, known.get(p), overrides.get(p)) for p in paths
+                if options.force or known.get(p) not in done]
         summary.skipped = len(paths) - len(jobs)
         run_failures: dict[str, FileOutcome] = {}
         finished: set[str] = set()
@@ -153,6 +159,20 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
         finalize()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def camera_overrides(paths: list[str], parser: PathParser, cameras: CameraMap,
+                     by_camera: Mapping[str, ClipOverrides]) -> dict[str, ClipOverrides]:
+    """path -> the processing settings of its camera (by the rule of service.rescore.sources), for
+    the videos whose camera has some."""
+    if not by_camera:
+        return {}
+    found = {}
+    for path in paths:
+        camera = cameras.camera_of(path) or parser.parse(path).camera
+        if camera in by_camera:
+            found[path] = by_camera[camera]
+    return found
 
 
 def record_sources(paths: list[str], state: RescoreState, parser: PathParser,

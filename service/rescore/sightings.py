@@ -267,13 +267,8 @@ def sighting_record(sighting: Sighting) -> dict[str, Any]:
     }
 
 
-def thumbnail_png(state: RescoreState, model_id: str, sha256: str, track_id: int) -> bytes | None:
-    """A track's thumbnail as PNG bytes: its strip of aligned silhouettes kept by re-scoring."""
-    return state.strip(sha256, model_id, track_id)
-
-
 def image_media_type(image: bytes) -> str:
-    """image/jpeg for JPEG bytes, else image/png (what re-scoring stores)."""
+    """image/jpeg for JPEG bytes (a track's crops), else image/png (a strip of silhouettes)."""
     return "image/jpeg" if image[:3] == b"\xff\xd8\xff" else "image/png"
 
 

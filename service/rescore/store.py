@@ -6,7 +6,8 @@ It is the job's journal and the reason re-runs are cheap:
 - `files`: one row per (content sha256, embedding model id): "done" (tracks found, or an error
   that is a fact about the content such as a corrupt file) or "failed" (transient: retried by the
   next run), with the stream facts;
-- `tracks`: each track's frame indices, boxes, embedding and thumbnail strip;
+- `tracks`: each track's frame indices, boxes, embedding and strip of aligned silhouettes;
+- `thumbnails`: each track's picture (JPEG of the person's crops), shown with sightings;
 - `contents`: container facts (creation time, duration) of contents whose path gives no time;
 - `sources`: each video of the last run's listing with its camera and start time
   (service.rescore.sources): what results records and sightings show.
@@ -38,7 +39,7 @@ from service.rescore.errors import StateError
 from service.rescore.extract import FileOutcome
 from service.rescore.sources import ContainerFacts, SourceFacts
 
-# Tables added since version 1 (contents, sources) are created on open and ignored by older
+# Tables added since version 1 (thumbnails, contents, sources) are created on open and ignored by older
 # readers, so they need no new version.
 SCHEMA_VERSION = 1
 STATE_SUFFIX = ".state.sqlite"
@@ -73,6 +74,14 @@ CREATE TABLE IF NOT EXISTS tracks (
     boxes BLOB NOT NULL,
     embedding BLOB NOT NULL,
     strip_png BLOB NOT NULL,
+    PRIMARY KEY (sha256, model_id, track_id),
+    FOREIGN KEY (sha256, model_id) REFERENCES files (sha256, model_id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS thumbnails (
+    sha256 TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    track_id INTEGER NOT NULL,
+    image BLOB NOT NULL,
     PRIMARY KEY (sha256, model_id, track_id),
     FOREIGN KEY (sha256, model_id) REFERENCES files (sha256, model_id) ON DELETE CASCADE
 );
@@ -238,6 +247,10 @@ class RescoreState:
                 [(outcome.sha256, outcome.model_id, t.track_id, _npy(t.frame_indices), _npy(t.boxes),
                   _npy(t.embedding), t.strip_png) for t in outcome.tracks],
             )
+            conn.executemany(
+                "INSERT INTO thumbnails (sha256, model_id, track_id, image) VALUES (?, ?, ?, ?)",
+                [(outcome.sha256, outcome.model_id, t.track_id, t.thumbnail) for t in outcome.tracks if t.thumbnail],
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -355,6 +368,15 @@ class RescoreState:
                 "SELECT strip_png FROM tracks WHERE sha256 = ? AND model_id = ? AND track_id = ?",
                 (sha256, model_id, int(track_id))).fetchone()
         return bytes(row[0]) if row and row[0] else None
+
+    def thumbnail(self, sha256: str, model_id: str, track_id: int) -> bytes | None:
+        """The track's picture: the JPEG of its crops, else (a state written before thumbnails were
+        kept) its PNG strip of silhouettes; None for no such track."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT image FROM thumbnails WHERE sha256 = ? AND model_id = ? AND track_id = ?",
+                (sha256, model_id, int(track_id))).fetchone()
+        return bytes(row[0]) if row else self.strip(sha256, model_id, track_id)
 
     def counts(self, model_id: str) -> dict[str, int]:
         with self._lock:

@@ -27,7 +27,6 @@ from service.rescore.sightings import (
     image_media_type,
     sighting_record,
     subject_walks,
-    thumbnail_png,
 )
 from service.schemas import error_responses
 
@@ -54,7 +53,8 @@ class SightingOut(BaseModel):
     sequence_id: int = Field(description="the subject's enrolled sequence that matched best")
     sha256: str = Field(description="the video's content hash")
     track_id: int
-    thumbnail_url: str = Field(description="the track's thumbnail (PNG or JPEG)")
+    thumbnail_url: str = Field(description="the track's picture: JPEG of the person's crops over the walk "
+                                           "(PNG silhouettes from states written before pictures were kept)")
 
 
 class SightingList(BaseModel):
@@ -130,12 +130,12 @@ async def archive_track_thumbnail(request: Request, sha256: Annotated[str, Path(
     """A track's thumbnail as the archive's re-scoring kept it (PNG or JPEG), for the model of the caller's gallery."""
     archive = get_archive(request, state)
     model_id = gallery.status(caller.gallery).model_id
-    png = await anyio.to_thread.run_sync(thumbnail_png, archive.state, str(model_id), sha256, track_id) \
+    image = await anyio.to_thread.run_sync(archive.state.thumbnail, sha256, str(model_id), track_id) \
         if model_id else None
-    if not png:
+    if not image:
         raise ApiError(404, "track_not_found", "The archive has no such track (for your gallery's model).",
                        {"sha256": sha256, "track_id": track_id})
-    return Response(png, media_type=image_media_type(png), headers={"Cache-Control": "private, max-age=3600"})
+    return Response(image, media_type=image_media_type(image), headers={"Cache-Control": "private, max-age=3600"})
 
 
 def _api_error(exc: RescoreError) -> ApiError:

@@ -15,10 +15,13 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from gaitid.cli import app
+from service.pipeline.thumbnails import TILE_HEIGHT
 from tests.conftest import require_shared
 from tests.service.conftest import serve
 from tests.service.rescore.conftest import BACKGROUND, CASIA, THRESHOLD
@@ -79,7 +82,9 @@ def test_rescore_enroll_and_find_the_walker_in_time_order(tmp_path, monkeypatch,
         assert lobby_start.tzinfo is not None
         assert (lobby_start - LOBBY_MTIME).total_seconds() == pytest.approx(first["first_frame"] / 25 - 5.08, abs=0.01)
         thumbnail = client.get(first["thumbnail_url"])
-        assert thumbnail.status_code == 200 and thumbnail.content.startswith(b"\x89PNG")
+        assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+        picture = cv2.imdecode(np.frombuffer(thumbnail.content, np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape[0] == TILE_HEIGHT and picture.shape[1] > 4 * TILE_HEIGHT // 3  # crops side by side
 
         only_gate = client.get("/subjects/002/sightings", params={"camera": "camG"}).json()["sightings"]
         assert [s["camera"] for s in only_gate] == ["camG"]
@@ -93,7 +98,8 @@ def test_rescore_enroll_and_find_the_walker_in_time_order(tmp_path, monkeypatch,
     lines = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(r["video"], r["start_time"], r["first_frame"]) for r in lines] == [
         (s["video"], s["start_time"], s["first_frame"]) for s in sightings]
-    assert all(Path(r["thumbnail"]).read_bytes()[:4] == b"\x89PNG" for r in lines)
+    assert all(Path(r["thumbnail"]).read_bytes() == thumbnail.content for r in lines[:1])
+    assert all(Path(r["thumbnail"]).suffix == ".jpg" for r in lines)
     camera_b = cli.invoke(app, ["sightings", "002", "--state", str(results.parent), "--camera", "camB"])
     assert camera_b.exit_code == 0 and camera_b.stdout == ""  # 004's walk is not 002
     nobody = cli.invoke(app, ["sightings", "999", "--state", str(results.parent)])

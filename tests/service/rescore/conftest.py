@@ -50,13 +50,13 @@ class CountingPipeline:
         self.finished: list[str] = []  # sources whose processing ended (tracks or a PipelineError)
         self._lock = threading.Lock()
 
-    def process(self, source):
+    def process(self, source, overrides=None):
         with self._lock:
             self.calls += 1
             if self.crash_after is not None and self.calls > self.crash_after:
                 raise SimulatedCrash(f"crash while decoding {source}")
         try:
-            result = self.inner.process(source)
+            result = self.inner.process(source, overrides)
         except PipelineError:
             self._finish(source)
             raise

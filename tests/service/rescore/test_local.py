@@ -21,7 +21,7 @@ class MeetingPipeline:
         self.lock = threading.Lock()
         self.inside = self.most_inside = 0
 
-    def process(self, source):
+    def process(self, source, overrides=None):
         with self.lock:
             self.inside += 1
             self.most_inside = max(self.most_inside, self.inside)
