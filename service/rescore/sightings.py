@@ -39,6 +39,7 @@ from service.rescore.sources import time_key
 from service.rescore.store import RescoreState, find_state
 
 MAX_LIMIT = 10_000
+_VECTOR_CHUNK = 1024  # tracks turned into search vectors at once (their float64 step: 32 MB for 256 x 16)
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,9 @@ class TrackSearch(Protocol):
 class ExactTrackSearch:
     """Every candidate compared with every walk: the contract's search vectors, one matrix product."""
 
-    def __init__(self, embeddings: np.ndarray):
-        self.vectors = search_vectors(embeddings) if len(embeddings) else np.zeros((0, 0), np.float32)
+    def __init__(self, vectors: np.ndarray | None):
+        """vectors: (N, D) search vectors of the tracks (gaitid.contract.search_vectors), or None for none."""
+        self.vectors = vectors if vectors is not None else np.zeros((0, 0), np.float32)
 
     def scores(self, queries: np.ndarray, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not len(rows):
@@ -165,14 +167,20 @@ class ArchiveTracks:
         wanted = {s.sha256 for s in sources}
         files = state.files(wanted, model_id)
         keys: list[tuple[str, int]] = []
-        embeddings: list[np.ndarray] = []
-        content: dict[str, list[tuple[int, Any]]] = {}
+        vectors: list[np.ndarray] = []  # search vectors, a chunk at a time: float32, never all embeddings at once
+        pending: list[np.ndarray] = []
+        content: dict[str, list[tuple[int, int, np.ndarray, np.ndarray]]] = {}  # row, track id, frames, boxes
         for sha, stored in state.iter_tracks(model_id):
             if sha not in wanted:
                 continue
-            content.setdefault(sha, []).append((len(keys), stored))
+            content.setdefault(sha, []).append((len(keys), stored.track_id, stored.frame_indices, stored.boxes))
             keys.append((sha, stored.track_id))
-            embeddings.append(stored.embedding)
+            pending.append(stored.embedding)
+            if len(pending) == _VECTOR_CHUNK:
+                vectors.append(search_vectors(np.stack(pending)))
+                pending = []
+        if pending:
+            vectors.append(search_vectors(np.stack(pending)))
         if not keys and not state.counts(model_id)["done"]:
             models = state.model_ids()
             raise GalleryMismatchError(
@@ -183,17 +191,16 @@ class ArchiveTracks:
         for source in sources:
             file = files.get(source.sha256)
             fps = file.fps if file is not None and file.fps else None
-            for row, stored in content.get(source.sha256, []):
-                frames = stored.frame_indices.astype(np.int64)
+            for row, track_id, frame_indices, boxes in content.get(source.sha256, []):
+                frames = frame_indices.astype(np.int64)
                 first, last = int(frames.min()), int(frames.max())
-                box = tuple(float(v) for v in np.round(np.median(stored.boxes.astype(np.float64), axis=0), 1))
+                box = tuple(float(v) for v in np.round(np.median(boxes.astype(np.float64), axis=0), 1))
                 tracks.append(ArchiveTrack(
-                    video=source.path, sha256=source.sha256, track_id=stored.track_id, camera=source.camera,
+                    video=source.path, sha256=source.sha256, track_id=track_id, camera=source.camera,
                     start_time=_at(source.recorded_at, first, fps), end_time=_at(source.recorded_at, last, fps),
                     time_source=source.time_source,
                     first_frame=first, last_frame=last, frames=len(frames), fps=fps, box=box, row=row))  # type: ignore[arg-type]
-        stacked = np.stack(embeddings) if embeddings else np.zeros((0, 0, 0), np.float32)
-        return cls(model_id, tracks, keys, ExactTrackSearch(stacked))
+        return cls(model_id, tracks, keys, ExactTrackSearch(np.concatenate(vectors) if vectors else None))
 
     def cameras(self) -> list[str]:
         return sorted({t.camera for t in self.tracks if t.camera is not None})

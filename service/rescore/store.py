@@ -298,14 +298,20 @@ class RescoreState:
         """Every stored track of `model_id`, ordered by (sha256, track id); without `embeddings` the
         embedding is an empty array (listing an archive's tracks without holding their vectors)."""
         column = "embedding" if embeddings else "NULL"
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT sha256, track_id, frame_indices, boxes, {column} FROM tracks WHERE model_id = ? "
-                "ORDER BY sha256, track_id", (model_id,)).fetchall()
         empty = np.zeros((0, 0), np.float32)
-        for sha, track_id, frames, boxes, embedding in rows:
-            yield sha, StoredTrack(int(track_id), _array(frames), _array(boxes),
-                                   _array(embedding) if embedding is not None else empty)
+        after: tuple[str, int] = ("", -1)
+        while True:  # keyset pages: no read transaction held between pages, bounded memory
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT sha256, track_id, frame_indices, boxes, {column} FROM tracks WHERE model_id = ? "
+                    "AND (sha256, track_id) > (?, ?) ORDER BY sha256, track_id LIMIT ?",
+                    (model_id, *after, chunk)).fetchall()
+            for sha, track_id, frames, boxes, embedding in rows:
+                yield sha, StoredTrack(int(track_id), _array(frames), _array(boxes),
+                                       _array(embedding) if embedding is not None else empty)
+            if len(rows) < chunk:
+                return
+            after = (rows[-1][0], int(rows[-1][1]))
 
     def embeddings(self, keys: Sequence[tuple[str, int]], model_id: str) -> np.ndarray:
         """(N, C, P) embeddings of the (sha256, track id) keys, in their order."""

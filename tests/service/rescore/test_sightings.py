@@ -197,3 +197,12 @@ def test_probe_container_reads_the_creation_tag(tmp_path):
     (tmp_path / "junk.mp4").write_bytes(os.urandom(256))
     assert probe_container(tmp_path / "junk.mp4") == ContainerFacts(None, None)
     assert probe_container(tmp_path / "missing.mp4") == ContainerFacts(None, None)
+
+
+def test_tracks_are_read_in_pages(state):
+    everything = [(sha, t.track_id) for sha, t in state.iter_tracks(MODEL)]
+    assert everything == [("a1", 0), ("a1", 1), ("a2", 0), ("a3", 0), ("b1", 0)]
+    assert [(sha, t.track_id) for sha, t in state.iter_tracks(MODEL, chunk=2)] == everything
+    listed = [t for _, t in state.iter_tracks(MODEL, embeddings=False)]
+    assert all(t.embedding.size == 0 and len(t.frame_indices) == 30 for t in listed)
+    assert state.embeddings([("a2", 0), ("a1", 1)], MODEL).shape == (2, C, P)
