@@ -178,12 +178,13 @@ async function loadCameras() {
   let cameras = [];
   try {
     const answer = await api("/cameras");
-    cameras = Array.isArray(answer) ? answer : (answer && answer.cameras) || [];
+    cameras = answer.cameras;
   } catch { cameras = []; }  // a server without cameras (or a key that may not list them): no camera field
   for (const field of document.querySelectorAll(".camera-field")) {
     const select = $("select", field);
     select.replaceChildren(h("option", { value: "" }, "none"),
-      ...cameras.map((c) => h("option", { value: c.camera_id ?? c.id }, c.camera_id ?? c.id)));
+      ...cameras.map((c) => h("option", { value: c.camera_id },
+        c.camera_id + (c.rotation === null || c.rotation === undefined ? "" : ` (turned ${c.rotation}°)`))));
     field.hidden = cameras.length === 0;
   }
 }

@@ -15,6 +15,18 @@ from gaitid.cli import app as cli_app
 from service.settings import get_settings
 from tests.ui.conftest import LAPTOP, PHONE
 
+# Records the forms the page sends (Playwright does not show a multipart body that holds a file).
+RECORD_FORMS = """() => {
+  const send = window.fetch;
+  window.sentForms = [];
+  window.fetch = (url, options) => {
+    if (options && options.body instanceof FormData) {
+      const fields = [...options.body.entries()].map(([k, v]) => [k, typeof v === "string" ? v : `file ${v.name}`]);
+      window.sentForms.push([url, fields]);
+    }
+    return send(url, options);
+  };
+}"""
 PROCESSING_MS = 90_000  # a clip on a loaded 2-core CI machine; a few seconds when idle
 
 
@@ -150,14 +162,25 @@ def test_api_key_prompt_and_error_answers(browser, service, tmp_path):
         expect(page.locator("#gallery-status")).to_contain_text("· admin · 0 subjects")
         assert page.evaluate("sessionStorage.getItem('gaitid.apiKey')") == key
 
+        # A camera made over the API is offered in the forms; its id and the rotation go with the clip.
+        made = httpx.put(f"{base}/cameras/hall-2", json={"rotation": 90}, headers={"X-API-Key": key})
+        assert made.status_code == 201, made.text
+        page.reload()
+        form = page.locator("#identify-form")
+        expect(form.locator(".camera-field")).to_be_visible()
+        form.locator("[name=camera_id]").select_option("hall-2")
+        form.locator("[name=rotation]").select_option("180")
         not_a_video = tmp_path / "notes.mp4"
         not_a_video.write_text("this is a text file, not a video\n" * 20)
-        page.locator("#identify-form [name=video]").set_input_files(not_a_video)
-        page.locator("#identify-form button[type=submit]").click()
+        form.locator("[name=video]").set_input_files(not_a_video)
+        page.evaluate(RECORD_FORMS)
+        form.locator("button[type=submit]").click()
         error = page.locator("#view-identify .error")
         expect(error).to_be_visible(timeout=PROCESSING_MS)
         expect(error.locator(".code")).to_have_text("invalid_video")
         expect(page.locator("#identify-result")).to_be_empty()
+        assert page.evaluate("window.sentForms") == [
+            ["/identify", [["camera_id", "hall-2"], ["rotation", "180"], ["video", "file notes.mp4"]]]]
 
         page.click("nav a[data-view=subjects]")
         expect(page.locator("#subjects-list")).to_contain_text("Nobody is enrolled yet")
