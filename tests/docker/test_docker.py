@@ -168,7 +168,7 @@ def test_cpu_image_has_no_torch_and_gpu_image_has_gpu_wheels():
     # CUDA and cuDNN come from NVIDIA's wheels (onnxruntime-gpu's extras), not from a CUDA base image.
     assert re.search(r'"onnxruntime-gpu\[cuda,cudnn\]==\d', gpu_runs) and re.search(r"faiss-gpu-cu12==\d", gpu_runs)
     assert "--without onnxruntime faiss-cpu" in gpu_runs  # the CPU builds never go in beside them
-    assert "check-gpu-libraries.sh" in gpu_runs  # every library the CUDA provider links resolves at build time
+    assert "check-gpu-build.sh" in gpu_runs  # every library the CUDA provider links resolves at build time
 
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))

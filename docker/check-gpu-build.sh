@@ -3,9 +3,13 @@
 # faiss's GPU build link against resolves inside the image (from the NVIDIA wheels on
 # LD_LIBRARY_PATH), so a wheel that stops shipping a library fails the build, not the first
 # request on a GPU. libcuda.so.1 is the exception: the host's driver, mounted at run time by the
-# NVIDIA Container Toolkit.
+# NVIDIA Container Toolkit. Also `pip check`, where the only complaints allowed are gaitid's
+# onnxruntime and faiss-cpu: the GPU builds (onnxruntime-gpu, faiss-gpu-cu12) stand in for them.
 set -eu
 status=0
+unexpected=$(pip check | grep -v -E '^gaitid [^ ]+ requires (onnxruntime|faiss-cpu), which is not installed\.$' \
+    | grep -v '^No broken requirements found\.$' || true)
+if [ -n "$unexpected" ]; then echo "pip check:"; echo "$unexpected"; status=1; fi
 old_ifs=$IFS; IFS=:
 for dir in $LD_LIBRARY_PATH; do
     [ -d "$dir" ] || { echo "LD_LIBRARY_PATH names a missing folder: $dir"; status=1; }
