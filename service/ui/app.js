@@ -39,12 +39,17 @@ class ApiFailure extends Error {
 
 function apiKey() { return sessionStorage.getItem(KEY_STORAGE) || ""; }
 
-async function api(path, { method = "GET", form = null } = {}) {
+async function api(path, { method = "GET", form = null, json = undefined } = {}) {
   const headers = {};
   if (apiKey()) headers[KEY_HEADER] = apiKey();
+  let request = form;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    request = JSON.stringify(json);
+  }
   let response;
   try {
-    response = await fetch(path, { method, headers, body: form });
+    response = await fetch(path, { method, headers, body: request });
   } catch (error) {
     throw new ApiFailure(0, { error: "network_error", message: `The server could not be reached (${error.message}).` }, null);
   }
@@ -121,7 +126,7 @@ async function busy(section, work) {
 }
 
 // -- views ------------------------------------------------------------------------------------------
-const VIEWS = ["identify", "enroll", "subjects", "report"];
+const VIEWS = ["identify", "enroll", "subjects", "cameras", "report"];
 
 function showView() {
   const wanted = location.hash.slice(1);
@@ -129,6 +134,7 @@ function showView() {
   for (const name of VIEWS) $(`#view-${name}`).hidden = name !== view;
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.view === view);
   if (view === "subjects") loadSubjects();
+  if (view === "cameras") loadCameras();
 }
 
 // -- the caller's gallery, API key and cameras ------------------------------------------------------------
@@ -176,10 +182,15 @@ function afterKeyChange() {
 
 async function loadCameras() {
   let cameras = [];
+  const errorBox = $("#view-cameras .error");
+  clearError(errorBox);
   try {
     const answer = await api("/cameras");
     cameras = answer.cameras;
-  } catch { cameras = []; }  // a server without cameras (or a key that may not list them): no camera field
+  } catch (failure) {  // the forms then have no camera field; the cameras page says why
+    showError(errorBox, failure);
+  }
+  renderCameras(cameras);
   for (const field of document.querySelectorAll(".camera-field")) {
     const select = $("select", field);
     select.replaceChildren(h("option", { value: "" }, "none"),
@@ -187,6 +198,87 @@ async function loadCameras() {
         c.camera_id + (c.rotation === null || c.rotation === undefined ? "" : ` (turned ${c.rotation}°)`))));
     field.hidden = cameras.length === 0;
   }
+}
+
+const pct = (x) => `${Math.round(x * 100)}%`;
+
+function renderCameras(cameras) {
+  const list = $("#cameras-list");
+  if (!cameras.length) {
+    list.replaceChildren(h("p", { class: "muted" }, "No cameras yet. Clips are then processed as their files say."));
+    return;
+  }
+  const canChange = ui.role === null || ui.role === "admin";
+  list.replaceChildren(h("div", { class: "table-wrap" }, h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "camera"), h("th", {}, "rotation"), h("th", { class: "hide-narrow" }, "region"),
+      h("th", { class: "hide-narrow" }, "empty scene"), h("th", {}, ""))),
+    h("tbody", {}, cameras.map((c) => h("tr", { "data-camera-id": c.camera_id },
+      h("td", {}, c.camera_id),
+      h("td", {}, c.rotation === null ? "as the file says" : `${c.rotation}°`),
+      h("td", { class: "hide-narrow" }, c.roi ? `${pct(c.roi[0])}–${pct(c.roi[2])} across, ${pct(c.roi[1])}–${pct(c.roi[3])} down`
+        : "whole picture"),
+      h("td", { class: "hide-narrow" }, c.background ? "clip stored" : "none"),
+      h("td", { class: "actions" }, canChange ? [
+        h("button", { type: "button", class: "small secondary", onclick: () => editCamera(c) }, "Edit"),
+        h("button", { type: "button", class: "small danger", onclick: () => deleteCamera(c) }, "Delete")] : null)))))));
+}
+
+function editCamera(camera) {
+  const form = $("#camera-form");
+  form.elements.camera_id.value = camera.camera_id;
+  form.elements.rotation.value = camera.rotation === null ? "" : String(camera.rotation);
+  ["roi_x1", "roi_y1", "roi_x2", "roi_y2"].forEach((name, i) => { form.elements[name].value = camera.roi ? camera.roi[i] : ""; });
+  form.elements.background.value = "";
+  form.scrollIntoView({ behavior: "smooth" });
+}
+
+async function deleteCamera(camera) {
+  const confirmed = await confirmAction(`Delete camera ${camera.camera_id}?`,
+    `Its settings${camera.background ? " and its empty-scene clip" : ""} are removed; clips sent with its id are then refused.`,
+    "Delete");
+  if (!confirmed) return;
+  try {
+    await api(`/cameras/${encodeURIComponent(camera.camera_id)}`, { method: "DELETE" });
+  } catch (failure) {
+    showError($("#view-cameras .error"), failure);
+    return;
+  }
+  loadCameras();
+}
+
+function setupCameras() {
+  const section = $("#view-cameras");
+  const form = $("#camera-form");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const id = form.elements.camera_id.value.trim();
+    const path = `/cameras/${encodeURIComponent(id)}`;
+    const roiValues = ["roi_x1", "roi_y1", "roi_x2", "roi_y2"].map((name) => form.elements[name].value.trim());
+    const saved = await busy(section, async () => {
+      if (roiValues.some((v) => v !== "") && roiValues.some((v) => v === "")) {
+        throw new Error("Give all four edges of the region, or none for the whole picture.");
+      }
+      let existing = null;  // keep the stored empty-scene clip unless a new one is uploaded
+      try { existing = await api(path); } catch (failure) { if (failure.status !== 404) throw failure; }
+      const settings = {
+        rotation: form.elements.rotation.value === "" ? null : Number(form.elements.rotation.value),
+        roi: roiValues[0] === "" ? null : roiValues.map(Number),
+        background: existing ? existing.background : null,
+      };
+      await api(path, { method: "PUT", json: settings });
+      const clip = form.elements.background.files[0];
+      if (clip) {
+        const data = new FormData();
+        data.append("video", clip);
+        await api(`${path}/background`, { method: "POST", form: data });
+      }
+      return true;
+    });
+    if (saved) {
+      form.reset();
+      loadCameras();
+    }
+  });
 }
 
 // Optional form fields that mean "not given" when empty are left out of the request.
@@ -507,6 +599,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setupIdentify();
   setupEnroll();
   setupSubjects();
+  setupCameras();
   setupReport();
   window.addEventListener("hashchange", showView);
   showView();

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from gaitid.cli import app as cli_app
 from service.settings import get_settings
+from tests.service.conftest import walking_clip
 from tests.ui.conftest import LAPTOP, PHONE
 
 # Records the forms the page sends (Playwright does not show a multipart body that holds a file).
@@ -191,3 +192,50 @@ def test_api_key_prompt_and_error_answers(browser, service, tmp_path):
         page.click("#key-button")
         dialog.locator("#key-forget").click()
         expect(page.locator("#gallery-status")).to_have_text("API key needed")
+
+
+def test_cameras_are_made_changed_and_deleted_in_the_page(browser, service, tmp_path, screenshots):
+    empty_scene = tmp_path / "empty.avi"
+    empty_scene.write_bytes(walking_clip(people=0, frames=10))
+    with service() as base:
+        page = browser.new_page(viewport=LAPTOP)
+        page.goto(f"{base}/ui/#cameras")
+        expect(page.locator("#cameras-list")).to_contain_text("No cameras yet")
+        form = page.locator("#camera-form")
+        form.locator("[name=camera_id]").fill("lobby-1")
+        form.locator("[name=rotation]").select_option("270")
+        for name, value in {"roi_x1": "0.1", "roi_y1": "0.2", "roi_x2": "0.9", "roi_y2": "1"}.items():
+            form.locator(f"[name={name}]").fill(value)
+        form.locator("[name=background]").set_input_files(empty_scene)
+        form.locator("button[type=submit]").click()
+        row = page.locator("#cameras-list tr[data-camera-id=lobby-1]")
+        expect(row).to_contain_text("270°")
+        expect(row).to_contain_text("10%–90% across, 20%–100% down")
+        expect(row).to_contain_text("clip stored")
+        stored = httpx.get(f"{base}/cameras/lobby-1").json()
+        assert stored["rotation"] == 270 and stored["roi"] == [0.1, 0.2, 0.9, 1.0] and stored["background"]
+        # The forms offer it.
+        page.click("nav a[data-view=identify]")
+        expect(page.locator("#identify-form [name=camera_id] option[value=lobby-1]")).to_have_count(1)
+
+        # Editing keeps the empty-scene clip unless another is given.
+        page.click("nav a[data-view=cameras]")
+        row.locator("button", has_text="Edit").click()
+        expect(form.locator("[name=rotation]")).to_have_value("270")
+        form.locator("[name=rotation]").select_option("90")
+        form.locator("button[type=submit]").click()
+        expect(row).to_contain_text("90°")
+        changed = httpx.get(f"{base}/cameras/lobby-1").json()
+        assert changed["rotation"] == 90 and changed["background"] == stored["background"]
+
+        form.locator("[name=camera_id]").fill("hall")
+        form.locator("[name=roi_x1]").fill("0.5")  # half a region
+        form.locator("button[type=submit]").click()
+        expect(page.locator("#view-cameras .error")).to_contain_text("all four edges")
+        assert httpx.get(f"{base}/cameras/hall").status_code == 404
+        page.screenshot(path=screenshots / "cameras-laptop.png", full_page=True)
+
+        row.locator("button.danger").click()
+        page.locator("#confirm-dialog #confirm-ok").click()
+        expect(page.locator("#cameras-list")).to_contain_text("No cameras yet")
+        assert httpx.get(f"{base}/cameras").json()["cameras"] == []
