@@ -11,8 +11,9 @@ embedding interface). Read in this order: gallery.gallery (the facade and its gu
 models, crash safety, audit, concurrency), gallery.subject_ids (the subject-id rule),
 gallery.metadata (its bounds), gallery.audit (the audit log), gallery.api_keys (stored keys and
 roles), gallery.validation, gallery.namespace_state (search answers),
-gallery.namespace_indexes (index load / rebuild / persist), gallery.store (SQLite), gallery.index
-(FAISS and its file format), gallery.reembedding, and gallery.calibration for choosing the
+gallery.namespace_indexes (index load / rebuild / persist), gallery.store (SQLite), gallery.backends
+(where the search vectors live: FAISS files, or Milvus with `Gallery(..., backend="milvus")`),
+gallery.index (FAISS and its file format), gallery.reembedding, and gallery.calibration for choosing the
 threshold (CLI: `gaitid calibrate`).
 """
 
