@@ -171,79 +171,99 @@ class VectorIndex:
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path, header: dict[str, Any]) -> None:
         """Write atomically: a reader sees the old file or the new one, never a mix."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        full_header = dict(header, format=1, kind=self.kind, dim=self.dim, ntotal=self.ntotal)
-        header_bytes = json.dumps(full_header, sort_keys=True).encode()
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        digest = hashlib.sha256()
-        try:
-            with open(tmp, "wb") as fh:
-                def write(chunk: bytes) -> int:
-                    digest.update(chunk)
-                    fh.write(chunk)
-                    return len(chunk)
-
-                write(MAGIC + struct.pack("<I", len(header_bytes)) + header_bytes)
-                writer = faiss.PyCallbackIOWriter(write, _IO_BLOCK)
-                faiss.write_index(self._master, writer)
-                del writer  # flushes its buffer through `write`
-                fh.write(digest.digest())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_index_file(path, dict(header, kind=self.kind, dim=self.dim, ntotal=self.ntotal), self._master)
 
     @staticmethod
     def read_header(path: str | Path) -> dict[str, Any]:
         """The header alone (cheap): lets a caller see that a file is stale before reading it all."""
-        try:
-            with open(path, "rb") as fh:
-                return _read_header(fh)[0]
-        except OSError as exc:
-            raise IndexFileError(f"{path}: {exc}") from exc
-        except (ValueError, struct.error) as exc:
-            if isinstance(exc, IndexFileError):
-                raise
-            raise IndexFileError(f"{path}: bad header ({exc})") from exc
+        return read_index_header(path)
 
     @classmethod
     def load(cls, path: str | Path, device: Device = "auto",
              replica_factory: ReplicaFactory | None = None) -> tuple[VectorIndex, dict[str, Any]]:
         """Read a file written by `save`; returns the index and its header. Raises IndexFileError."""
-        path = Path(path)
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as fh:
-                header, payload_start = _read_header(fh)
-                payload_end = size - _HASH_BYTES
-                if payload_end < payload_start:
-                    raise IndexFileError(f"{path}: truncated")
-                _verify_checksum(fh, payload_end)
-                fh.seek(payload_start)
-                remaining = [payload_end - payload_start]
-
-                def read(n: int) -> bytes:
-                    n = min(n, remaining[0])
-                    remaining[0] -= n
-                    return fh.read(n)
-
-                master = faiss.read_index(faiss.PyCallbackIOReader(read, _IO_BLOCK))
-        except OSError as exc:
-            raise IndexFileError(f"{path}: {exc}") from exc
-        except (RuntimeError, ValueError, KeyError, json.JSONDecodeError, struct.error) as exc:
-            if isinstance(exc, IndexFileError):
-                raise
-            raise IndexFileError(f"{path}: not a readable index ({exc})") from exc
+        header, master = read_index_file(path)
         if not isinstance(master, faiss.IndexIDMap2):
             raise IndexFileError(f"{path}: holds {type(master).__name__}, expected IndexIDMap2")
-        dim, kind, ntotal = int(header["dim"]), header["kind"], int(header["ntotal"])
+        try:
+            dim, kind, ntotal = int(header["dim"]), header["kind"], int(header["ntotal"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexFileError(f"{path}: header lacks dim / kind / ntotal ({exc})") from exc
         if master.d != dim or master.ntotal != ntotal:
             raise IndexFileError(f"{path}: header says {ntotal} x {dim}, index holds {master.ntotal} x {master.d}")
         return cls(dim, kind, device=device, replica_factory=replica_factory, _master=master), header
+
+
+# -- the file format (shared by every index kind: gallery.compact_index writes it too) ---------
+def write_index_file(path: str | Path, header: dict[str, Any], index: Any) -> None:
+    """Write `header` and the faiss `index` atomically (temporary file, fsync, rename, fsync dir)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header_bytes = json.dumps(dict(header, format=1), sort_keys=True).encode()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as fh:
+            def write(chunk: bytes) -> int:
+                digest.update(chunk)
+                fh.write(chunk)
+                return len(chunk)
+
+            write(MAGIC + struct.pack("<I", len(header_bytes)) + header_bytes)
+            writer = faiss.PyCallbackIOWriter(write, _IO_BLOCK)
+            faiss.write_index(index, writer)
+            del writer  # flushes its buffer through `write`
+            fh.write(digest.digest())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_index_header(path: str | Path) -> dict[str, Any]:
+    """The header of an index file alone (cheap). Raises IndexFileError."""
+    try:
+        with open(path, "rb") as fh:
+            return _read_header(fh)[0]
+    except OSError as exc:
+        raise IndexFileError(f"{path}: {exc}") from exc
+    except (ValueError, struct.error) as exc:
+        if isinstance(exc, IndexFileError):
+            raise
+        raise IndexFileError(f"{path}: bad header ({exc})") from exc
+
+
+def read_index_file(path: str | Path) -> tuple[dict[str, Any], Any]:
+    """(header, faiss index) of a file written by `write_index_file`, checksum verified before faiss
+    parses a byte. Raises IndexFileError."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            header, payload_start = _read_header(fh)
+            payload_end = size - _HASH_BYTES
+            if payload_end < payload_start:
+                raise IndexFileError(f"{path}: truncated")
+            _verify_checksum(fh, payload_end)
+            fh.seek(payload_start)
+            remaining = [payload_end - payload_start]
+
+            def read(n: int) -> bytes:
+                n = min(n, remaining[0])
+                remaining[0] -= n
+                return fh.read(n)
+
+            index = faiss.read_index(faiss.PyCallbackIOReader(read, _IO_BLOCK))
+    except OSError as exc:
+        raise IndexFileError(f"{path}: {exc}") from exc
+    except (RuntimeError, ValueError, KeyError, json.JSONDecodeError, struct.error) as exc:
+        if isinstance(exc, IndexFileError):
+            raise
+        raise IndexFileError(f"{path}: not a readable index ({exc})") from exc
+    return header, index
 
 
 def _read_header(fh: Any) -> tuple[dict[str, Any], int]:

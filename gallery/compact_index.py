@@ -1,0 +1,301 @@
+"""Compact index: a learned compression of the search vectors shortlists, full vectors re-rank exactly.
+
+Why: a full search vector is 16 KiB (256 x 16 float32); a million of them do not fit in memory and
+an exhaustive scan of them takes ~0.4 s. This index holds ~100 bytes per sequence in memory:
+
+    search vector (P*C float32) --PCA--> reduced_dim floats --[IVF lists]--> PQ codes, 4 bits each
+                                                                            (faiss "fast scan")
+
+A search asks the compressed index for a shortlist of `spec.shortlist` sequences (approximate
+scores), fetches their full vectors through a `FullVectors` callback (the gallery reads SQLite;
+a benchmark a memory-mapped file) and re-ranks them exactly: the inner product of the contract's
+search vectors (`gaitid.contract.search_vectors`) *is* the model's similarity, so a re-ranked score
+is the score exhaustive search gives, and the answer equals exhaustive search's whenever the
+shortlist holds the true best sequences (measured: bench/gallery_search.py).
+
+The compression is learned from real embeddings (`train`, or automatically: until `spec.min_train`
+vectors have been added they are held exactly, uncompressed, and searched exhaustively; the
+moment that many are held the index trains on them and compresses them). A gallery rebuilt from
+its database trains on the first `spec.train_size` stored vectors (`build`).
+
+    index = CompactIndex(dim=4096, spec=CompactSpec())
+    index.add(ids, vectors)                       # (n,) int64, (n, dim) float32 search vectors
+    index.remove(ids)
+    approx_scores, ids = index.shortlist(queries, 200)     # compressed scores only
+    scores, ids = index.search(queries, 10, full_vectors)  # shortlist + exact re-ranking
+    index.save(path, header); index, header = CompactIndex.load(path)
+
+Files use gallery.index's format (header JSON + faiss bytes + sha256, written to a temporary
+name, fsynced and renamed), so a torn file is rejected, never half-read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from gallery.index import IndexFileError, read_index_file, write_index_file
+
+KIND = "compact"
+
+# Sorted unique ids -> (the ids still stored, ascending; their (n, dim) float32 search vectors).
+# Ids missing from the answer (deleted meanwhile) drop out of the re-ranked result.
+FullVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+_PQ_BLOCK = 32  # faiss fast-scan stores codes in blocks of 32 vectors
+
+
+@dataclass(frozen=True)
+class CompactSpec:
+    """How vectors are compressed and searched (chosen by measurement: bench/gallery_search.py).
+
+    reduced_dim: PCA output dimensions (real embeddings concentrate in a few hundred directions).
+    subquantizers: PQ sub-vectors of 4 bits each: codes are subquantizers / 2 bytes per sequence.
+    lists: IVF cells (0: no IVF, every code is scanned; fast-scan reads 1M codes in ~10 ms).
+    probe: IVF cells visited per query.
+    shortlist: sequences re-ranked exactly per query (at least the k asked for).
+    min_train: vectors held exactly before the index trains itself on them.
+    train_size: vectors a rebuild (`build`) trains on.
+    """
+
+    reduced_dim: int = 256
+    subquantizers: int = 128
+    lists: int = 0
+    probe: int = 32
+    shortlist: int = 256
+    min_train: int = 4096
+    train_size: int = 32768
+
+    def __post_init__(self) -> None:
+        if self.reduced_dim <= 0 or self.subquantizers <= 0 or self.reduced_dim % self.subquantizers:
+            raise ValueError(f"reduced_dim {self.reduced_dim} must be a positive multiple of subquantizers "
+                             f"{self.subquantizers}")
+        if self.lists < 0 or self.probe <= 0 or self.shortlist <= 0:
+            raise ValueError("lists must be >= 0, probe and shortlist > 0")
+        if self.min_train < max(self.reduced_dim, 2 * 16) or self.train_size < self.min_train:
+            raise ValueError(f"need reduced_dim <= min_train <= train_size, got {self.reduced_dim}, "
+                             f"{self.min_train}, {self.train_size}")
+
+    def factory(self, dim: int, samples: int) -> str:
+        """The faiss index_factory string for `dim`-dimensional vectors trained on `samples`."""
+        reduce = f"PCA{min(self.reduced_dim, dim)}," if self.reduced_dim < dim else ""
+        # faiss wants >= 39 training points per IVF cell; fewer cells when the sample is small.
+        lists = min(self.lists, samples // 39)
+        ivf = f"IVF{lists}," if lists >= 2 else ""
+        return f"{reduce}{ivf}PQ{self.subquantizers}x4fs"
+
+
+def rerank(queries: np.ndarray, shortlist_ids: np.ndarray, full_vectors: FullVectors,
+           k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of each query among its shortlist (ids, -1 = none): (scores, ids) (n, k), best
+    first, padded with -inf / -1. One fetch of the union of the shortlists."""
+    n = len(queries)
+    scores = np.full((n, k), -np.inf, np.float32)
+    ids = np.full((n, k), -1, np.int64)
+    wanted = np.unique(shortlist_ids[shortlist_ids >= 0])
+    if len(wanted) == 0 or k == 0:
+        return scores, ids
+    found_ids, found = full_vectors(wanted)
+    found_ids = np.asarray(found_ids, np.int64)
+    if len(found_ids) == 0:
+        return scores, ids
+    found = np.ascontiguousarray(found, dtype=np.float32)
+    for row in range(n):
+        candidates = shortlist_ids[row]
+        positions = np.searchsorted(found_ids, candidates)
+        positions = np.minimum(positions, len(found_ids) - 1)
+        keep = (candidates >= 0) & (found_ids[positions] == candidates)
+        candidates, positions = candidates[keep], positions[keep]
+        exact = found[positions] @ queries[row]  # inner product of search vectors = the similarity
+        order = np.argsort(-exact, kind="stable")[:k]
+        scores[row, :len(order)] = exact[order]
+        ids[row, :len(order)] = candidates[order]
+    return scores, ids
+
+
+class CompactIndex:
+    """Compressed inner-product index with int64 ids and exact re-ranking (see the module docstring).
+
+    Callers serialise mutations (add / remove / train); searches may run concurrently between them.
+    `full_vectors` is the default fetch callback of `search` (the gallery sets it per namespace).
+    """
+
+    kind = KIND
+
+    def __init__(self, dim: int, spec: CompactSpec | None = None, *, full_vectors: FullVectors | None = None,
+                 _faiss: Any = None, _trained_on: int = 0, _train_at: int | None = None):
+        if dim <= 0:
+            raise ValueError(f"dimension must be positive, got {dim}")
+        self.dim = dim
+        self.spec = spec or CompactSpec()
+        self.full_vectors = full_vectors
+        self.device = "cpu"
+        self.trained_on = _trained_on  # vectors the compression was learned from (0: not trained)
+        self._train_at = _train_at or self.spec.min_train
+        self._index = _faiss if _faiss is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    # -- facts --------------------------------------------------------------------------------
+    @property
+    def trained(self) -> bool:
+        return self.trained_on > 0
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        """All ids (storage order)."""
+        if not self.trained:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+        ivf = self._ivf()
+        if ivf is None:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+        lists = ivf.invlists
+        parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                 for i in range(ivf.nlist) if lists.list_size(i)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    def memory_bytes(self) -> int:
+        """Bytes held per sequence in total (codes, block padding, ids) plus the learned tables."""
+        if not self.trained:
+            return int((4 * self.dim + 8) * self.ntotal)
+        code_bytes = self.spec.subquantizers // 2
+        ivf = self._ivf()
+        if ivf is None:
+            blocks = -(-self.ntotal // _PQ_BLOCK)
+            per_vector = blocks * _PQ_BLOCK * code_bytes + 8 * self.ntotal
+            cells = 0
+        else:
+            sizes = np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], np.int64)
+            per_vector = int((-(-sizes // _PQ_BLOCK)).sum()) * _PQ_BLOCK * code_bytes + 8 * self.ntotal
+            cells = ivf.nlist * ivf.d * 4
+        reduced = min(self.spec.reduced_dim, self.dim)
+        tables = reduced * self.dim * 4 + self.spec.subquantizers * 16 * (reduced // self.spec.subquantizers) * 4
+        return int(per_vector + cells + tables)
+
+    # -- mutation -----------------------------------------------------------------------------
+    def train(self, sample: np.ndarray) -> None:
+        """Learn the compression from `sample` (n, dim) search vectors; vectors already held are
+        re-encoded with it."""
+        sample = self._check(sample)
+        if self.trained and self.ntotal:
+            raise ValueError("already trained and holding vectors: build a new index to retrain")
+        if len(sample) < self.spec.min_train:
+            raise ValueError(f"need at least {self.spec.min_train} training vectors, got {len(sample)}")
+        held_ids, held = self._held()
+        compact = faiss.index_factory(self.dim, self.spec.factory(self.dim, len(sample)), faiss.METRIC_INNER_PRODUCT)
+        compact.train(sample)
+        ivf = faiss.try_extract_index_ivf(compact)
+        if ivf is not None:
+            ivf.nprobe = self.spec.probe
+        index = compact if ivf is not None else faiss.IndexIDMap2(compact)
+        if len(held_ids):
+            index.add_with_ids(held, held_ids)
+        self._index, self.trained_on = index, len(sample)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = self._check(vectors)
+        if len(ids) != len(vectors):
+            raise ValueError(f"need n ids for n vectors, got {len(ids)} and {len(vectors)}")
+        if len(ids) == 0:
+            return
+        self._index.add_with_ids(vectors, ids)
+        if not self.trained and self.ntotal >= self._train_at:
+            self.train(self._held()[1])
+
+    def remove(self, ids: np.ndarray) -> int:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return 0
+        return int(self._index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))))
+
+    @classmethod
+    def build(cls, dim: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]], spec: CompactSpec | None = None,
+              full_vectors: FullVectors | None = None) -> CompactIndex:
+        """An index of every (ids, vectors) chunk, trained on the first `spec.train_size` vectors
+        (held exactly until then: at most train_size x dim x 4 bytes)."""
+        spec = spec or CompactSpec()
+        index = cls(dim, spec, full_vectors=full_vectors, _train_at=spec.train_size)
+        for ids, vectors in chunks:
+            index.add(ids, vectors)
+        if not index.trained and index.ntotal >= spec.min_train:
+            index.train(index._held()[1])
+        index._train_at = spec.min_train
+        return index
+
+    def needs_retraining(self) -> bool:
+        """Trained on a much smaller gallery than it holds now (a rebuild would learn better tables)."""
+        return self.trained and self.trained_on < self.spec.train_size and self.ntotal >= 4 * self.trained_on
+
+    # -- search -------------------------------------------------------------------------------
+    def shortlist(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by the compressed scores (exact while untrained): (scores, ids) (n, k'), k' = min(k,
+        ntotal), -1 ids where fewer were found."""
+        queries = self._check(queries)
+        k = min(int(k), self.ntotal)
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        return self._index.search(queries, k)
+
+    def search(self, queries: np.ndarray, k: int,
+               full_vectors: FullVectors | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k scores among the shortlist of max(k, spec.shortlist) sequences: (scores, ids)
+        (n, k'), best first, k' = min(k, ntotal), padded with -inf / -1."""
+        queries = self._check(queries)
+        k = min(int(k), self.ntotal)
+        if not self.trained or k <= 0:
+            return self.shortlist(queries, k)  # held exactly: already the exact answer
+        fetch = full_vectors or self.full_vectors
+        if fetch is None:
+            raise RuntimeError("a trained compact index needs full_vectors to re-rank its shortlist")
+        _, candidates = self.shortlist(queries, max(k, self.spec.shortlist))
+        return rerank(queries, candidates, fetch, k)
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | Path, header: dict[str, Any]) -> None:
+        """Write atomically (gallery.index's file format): a reader sees the old file or the new one."""
+        write_index_file(path, dict(header, kind=KIND, dim=self.dim, ntotal=self.ntotal, spec=asdict(self.spec),
+                                    trained_on=self.trained_on), self._index)
+
+    @classmethod
+    def load(cls, path: str | Path, full_vectors: FullVectors | None = None) -> tuple[CompactIndex, dict[str, Any]]:
+        """Read a file written by `save`; returns the index and its header. Raises IndexFileError."""
+        header, index = read_index_file(path)
+        try:
+            if header["kind"] != KIND:
+                raise IndexFileError(f"{path}: holds a {header['kind']!r} index, expected {KIND!r}")
+            dim, ntotal, trained_on = int(header["dim"]), int(header["ntotal"]), int(header["trained_on"])
+            spec = CompactSpec(**header["spec"])
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, IndexFileError):
+                raise
+            raise IndexFileError(f"{path}: bad compact index header ({exc})") from exc
+        if index.d != dim or index.ntotal != ntotal:
+            raise IndexFileError(f"{path}: header says {ntotal} x {dim}, index holds {index.ntotal} x {index.d}")
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.nprobe = spec.probe
+        return cls(dim, spec, full_vectors=full_vectors, _faiss=index, _trained_on=trained_on), header
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _check(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"need (n, {self.dim}) vectors, got {vectors.shape}")
+        return vectors
+
+    def _held(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) held exactly (untrained stage): what training learns from and re-encodes."""
+        if self.trained or self.ntotal == 0:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        return ids, self._index.index.reconstruct_n(0, self.ntotal)
+
+    def _ivf(self) -> Any:
+        return faiss.try_extract_index_ivf(self._index) if self.trained else None
