@@ -1,6 +1,6 @@
 """Re-scoring on a Ray cluster with Ray Data: the same extraction, spread over actors.
 
-    ray.data.from_items([{path, known_sha256}, ...])
+    ray.data.from_items([{path, known_sha256, overrides}, ...])  (overrides: the camera's, pickled)
       -> map_batches(RayExtractor, batch_size=1, ActorPoolStrategy(size=actors), num_gpus=...)
              each actor builds the pipeline and the embedder once (ExtractorSpec.build) and returns
              one pickled FileOutcome per file (tracks with embeddings, boxes, strips)
@@ -41,8 +41,8 @@ class RayExtractor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         outcomes = []
-        for path, known in zip(batch["path"], batch["known_sha256"]):
-            job = FileJob(str(path), str(known) or None)
+        for path, known, overrides in zip(batch["path"], batch["known_sha256"], batch["overrides"]):
+            job = FileJob(str(path), str(known) or None, pickle.loads(overrides))
             outcome = self.extractor.extract(job, self.done, self.claims)
             outcomes.append(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
         return {"path": [str(p) for p in batch["path"]], "outcome": outcomes}
@@ -86,7 +86,7 @@ class RayRunner:
                 ray.shutdown()
 
     def _stream(self, ray: Any, jobs: Sequence[FileJob], done: frozenset[str]):
-        items = [{"path": j.path, "known_sha256": j.known_sha256 or ""} for j in jobs]
+        items = job_rows(jobs)
         dataset = ray.data.from_items(items, override_num_blocks=min(len(items), 10_000))
         extracted = dataset.map_batches(
             RayExtractor,
@@ -98,6 +98,12 @@ class RayRunner:
         )
         for row in extracted.iter_rows():
             yield pickle.loads(row["outcome"])
+
+
+def job_rows(jobs: Sequence[FileJob]) -> list[dict[str, Any]]:
+    """The dataset's rows: plain columns Ray Data can hold (the camera's overrides pickled)."""
+    return [{"path": j.path, "known_sha256": j.known_sha256 or "", "overrides": pickle.dumps(j.overrides)}
+            for j in jobs]
 
 
 def _summary(error: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.rescore import LocalRunner, RayRunner, RescoreOptions, read_results, run_rescore
@@ -27,3 +28,25 @@ def test_ray_data_gives_the_same_records_as_local(first_run, extractor, spec, tm
     assert pipeline.calls == 0
     ray_records, local_records = read_results(tmp_path / "ray.jsonl"), read_results(tmp_path / "local.jsonl")
     assert ray_records == local_records
+
+
+def test_a_cameras_overrides_reach_the_actor():
+    from service.pipeline.types import ClipOverrides
+    from service.rescore.extract import FileJob
+    from service.rescore.ray_runner import RayExtractor, job_rows
+
+    class Recording:
+        def __init__(self):
+            self.jobs = []
+
+        def extract(self, job, done, claims):
+            self.jobs.append(job)
+            return {"path": job.path}
+
+    jobs = [FileJob("/a/1.avi", "ab" * 32, ClipOverrides(rotation=90, roi=(0.1, 0.1, 0.9, 0.9))), FileJob("/a/2.avi")]
+    rows = job_rows(jobs)
+    actor = RayExtractor.__new__(RayExtractor)  # without building a pipeline
+    actor.extractor, actor.done, actor.claims = Recording(), frozenset(), None
+    batch = {key: np.array([row[key] for row in rows], dtype=object) for key in rows[0]}
+    answer = actor(batch)
+    assert actor.extractor.jobs == jobs and answer["path"] == ["/a/1.avi", "/a/2.avi"]
