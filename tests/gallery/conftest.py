@@ -4,7 +4,7 @@ gallery in a temporary folder.
 Every test that opens its gallery through `gallery` or `open_gallery` runs once per backend: FAISS
 (embedded) and Milvus (milvus-lite: an embedded Milvus in a folder of the test's own, so the tests
 need no server). The Milvus runs skip, saying why, only where pymilvus or milvus-lite is not
-installed (`pip install -e .[milvus]`; CI installs it).
+installed (the `test` extra, which CI installs, has both).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from gallery import Gallery
 OpenGallery = Callable[..., Gallery]  # open_gallery(root, **Gallery keyword arguments)
 
 MILVUS_MISSING = [name for name in ("pymilvus", "milvus_lite") if importlib.util.find_spec(name) is None]
+MILVUS_SKIP_REASON = (f"the Milvus backend's tests need {' and '.join(MILVUS_MISSING)} "
+                      "(the `test` extra installs them: pip install -e '.[test]')")
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(params=["faiss", "milvus"])
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "milvus" and MILVUS_MISSING:
-        pytest.skip(f"the Milvus backend needs {' and '.join(MILVUS_MISSING)} (pip install -e .[milvus])")
+        pytest.skip(MILVUS_SKIP_REASON)
     return request.param
 
 

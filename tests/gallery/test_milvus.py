@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from gallery import Gallery, InvalidInputError
-from tests.gallery.conftest import MILVUS_MISSING
+from tests.gallery.conftest import MILVUS_MISSING, MILVUS_SKIP_REASON
 from tests.gallery.synthetic import ProjectionEmbedder, embedding, sequence
 
-pytestmark = pytest.mark.skipif(bool(MILVUS_MISSING), reason=f"the Milvus backend needs {MILVUS_MISSING}")
+pytestmark = pytest.mark.skipif(bool(MILVUS_MISSING), reason=MILVUS_SKIP_REASON)
 
 
 @contextmanager

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gallery.conftest import MILVUS_MISSING
+from tests.gallery.conftest import MILVUS_MISSING, MILVUS_SKIP_REASON
 from tests.service.conftest import clip, make_settings, serve
 
-pytestmark = pytest.mark.skipif(bool(MILVUS_MISSING), reason=f"the Milvus backend needs {MILVUS_MISSING}")
+pytestmark = pytest.mark.skipif(bool(MILVUS_MISSING), reason=MILVUS_SKIP_REASON)
 
 
 def test_the_service_searches_milvus_when_told_to(tmp_path, tiny_model, fake):
