@@ -39,7 +39,7 @@ def test_contracts_name_every_layer_and_forbid_torch_in_the_service():
     assert config["include_external_packages"] is True
     contracts = config["contracts"]
     layers = next(c for c in contracts if c["type"] == "layers")["layers"]
-    assert layers == ["gaitid.cli", "model", "service", "gallery", "gaitid.contract"]
+    assert layers == ["gaitid.cli", "model", "service", "gallery", "gaitid.contract | gaitid.progress"]
     forbidden = {tuple(c["source_modules"]): set(c["forbidden_modules"]) for c in contracts if c["type"] == "forbidden"}
     assert {"model", "torch", "transformers", "ultralytics", "gaitid.cli"} <= forbidden[("service",)]
     assert {"service", "model", "gaitid.cli", "torch"} <= forbidden[("gallery",)]
