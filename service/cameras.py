@@ -42,7 +42,7 @@ class CameraSettings(BaseModel):
     rotation: Rotation | None = Field(
         None, description="degrees clockwise to turn its footage (overrides the file's rotation metadata); "
                           "null: follow the metadata")
-    roi: tuple[Fraction, Fraction, Fraction, Fraction] | None = Field(
+    roi: Annotated[list[Fraction], Field(min_length=4, max_length=4)] | None = Field(
         None, description="region of interest [x1, y1, x2, y2] as fractions of the upright frame: people whose box "
                           "centre lies outside are ignored; null: the whole frame")
     background: str | None = Field(
@@ -193,7 +193,7 @@ class CameraRegistry:
         if background is not None and not background.is_file():
             raise BackgroundNotFoundError(str(camera.background))
         return ClipOverrides(rotation=camera.rotation if rotation is None else rotation, background_clip=background,
-                             roi=camera.roi)
+                             roi=None if camera.roi is None else tuple(camera.roi))
 
     # -- storage ----------------------------------------------------------------------------------
     def _load(self) -> dict[str, dict[str, dict]]:

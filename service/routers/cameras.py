@@ -36,8 +36,10 @@ async def get_camera(camera_id: CameraIdPath, caller: ReaderDep, cameras: Camera
     return await anyio.to_thread.run_sync(cameras.get, caller.gallery, camera_id)
 
 
-@router.put("/{camera_id}", response_model=Camera, responses=error_responses({
-    404: "the background id names no stored clip (background_not_found)", 422: "invalid camera id or settings"}))
+@router.put("/{camera_id}", response_model=Camera, responses={
+    201: {"model": Camera, "description": "the camera was created"},
+    **error_responses({404: "the background id names no stored clip (background_not_found)",
+                       422: "invalid camera id or settings"})})
 async def put_camera(camera_id: CameraIdPath, settings: CameraSettings, caller: AdminDep, cameras: CamerasDep,
                      response: Response) -> Camera:
     """Create or replace the camera's settings (201 when created). `background` must be a stored clip's
@@ -53,8 +55,10 @@ async def delete_camera(camera_id: CameraIdPath, caller: AdminDep, cameras: Came
     return await anyio.to_thread.run_sync(cameras.delete, caller.gallery, camera_id)
 
 
-@router.post("/{camera_id}/background", response_model=Camera, responses=error_responses({
-    413: "upload too large", 415: "not a video this server can decode", 422: "invalid camera id"}))
+@router.post("/{camera_id}/background", response_model=Camera, responses={
+    201: {"model": Camera, "description": "the camera was created with this background"},
+    **error_responses({413: "upload too large", 415: "not a video this server can decode",
+                       422: "invalid camera id"})})
 async def upload_background(
     camera_id: CameraIdPath,
     caller: AdminDep,
