@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from service.app import create_app
 from service.settings import load_settings
 
 # Where Debian's package puts it; GAITID_CHROMIUM names another build of Chromium.
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
+# The page's own steps (no clip processing) on a loaded 2-core CI machine; clips get their own timeout.
+expect.set_options(timeout=20_000)
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 

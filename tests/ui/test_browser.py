@@ -125,6 +125,8 @@ def test_enroll_identify_and_delete_in_the_browser(browser, service, videos_dir,
         dialog = page.locator("#confirm-dialog")
         expect(dialog).to_contain_text("Person A (person-a) and 1 enrolled walk")
         dialog.locator("button[value=cancel]").click()  # cancelling keeps the subject
+        expect(dialog).to_be_hidden()
+        assert httpx.get(f"{base}/subjects/person-a").status_code == 200
         expect(rows).to_have_count(2)
         row.locator("button.danger").click()
         page.screenshot(path=screenshots / "delete-confirm-phone.png")
