@@ -13,10 +13,11 @@ search vectors (`gaitid.contract.search_vectors`) *is* the model's similarity, s
 is the score exhaustive search gives, and the answer equals exhaustive search's whenever the
 shortlist holds the true best sequences (measured: bench/gallery_search.py).
 
-The compression is learned from real embeddings (`train`, or automatically: until `spec.min_train`
-vectors have been added they are held exactly, uncompressed, and searched exhaustively; the
-moment that many are held the index trains on them and compresses them). A gallery rebuilt from
-its database trains on the first `spec.train_size` stored vectors (`build`).
+The compression is learned from real embeddings: `train(sample)`, or by itself -- until
+`spec.train_size` vectors have been added they are held exactly (uncompressed, searched
+exhaustively: a small gallery is exact and costs what a flat index costs); the moment that many
+are held, the index learns its compression from them and compresses them. A gallery rebuilt from
+its database therefore learns from its first `train_size` stored sequences.
 
     index = CompactIndex(dim=4096, spec=CompactSpec())
     index.add(ids, vectors)                       # (n,) int64, (n, dim) float32 search vectors
@@ -31,7 +32,7 @@ name, fsynced and renamed), so a torn file is rejected, never half-read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ KIND = "compact"
 FullVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 _PQ_BLOCK = 32  # faiss fast-scan stores codes in blocks of 32 vectors
+MIN_TRAIN = 1024  # 4-bit PQ learns 16 centroids per sub-vector: faiss asks >= 39 points each
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,7 @@ class CompactSpec:
     lists: IVF cells (0: no IVF, every code is scanned; fast-scan reads 1M codes in ~10 ms).
     probe: IVF cells visited per query.
     shortlist: sequences re-ranked exactly per query (at least the k asked for).
-    min_train: vectors held exactly before the index trains itself on them.
-    train_size: vectors a rebuild (`build`) trains on.
+    train_size: vectors held exactly before the index learns its compression from them.
     """
 
     reduced_dim: int = 256
@@ -68,7 +69,6 @@ class CompactSpec:
     lists: int = 0
     probe: int = 32
     shortlist: int = 256
-    min_train: int = 4096
     train_size: int = 32768
 
     def __post_init__(self) -> None:
@@ -77,9 +77,8 @@ class CompactSpec:
                              f"{self.subquantizers}")
         if self.lists < 0 or self.probe <= 0 or self.shortlist <= 0:
             raise ValueError("lists must be >= 0, probe and shortlist > 0")
-        if self.min_train < max(self.reduced_dim, 2 * 16) or self.train_size < self.min_train:
-            raise ValueError(f"need reduced_dim <= min_train <= train_size, got {self.reduced_dim}, "
-                             f"{self.min_train}, {self.train_size}")
+        if self.train_size < max(self.reduced_dim, MIN_TRAIN):
+            raise ValueError(f"train_size must be >= reduced_dim and >= {MIN_TRAIN}, got {self.train_size}")
 
     def factory(self, dim: int, samples: int) -> str:
         """The faiss index_factory string for `dim`-dimensional vectors trained on `samples`."""
@@ -118,6 +117,9 @@ def rerank(queries: np.ndarray, shortlist_ids: np.ndarray, full_vectors: FullVec
     return scores, ids
 
 
+DEFAULT_SPEC = CompactSpec()  # what a gallery's "compact" index uses
+
+
 class CompactIndex:
     """Compressed inner-product index with int64 ids and exact re-ranking (see the module docstring).
 
@@ -128,15 +130,14 @@ class CompactIndex:
     kind = KIND
 
     def __init__(self, dim: int, spec: CompactSpec | None = None, *, full_vectors: FullVectors | None = None,
-                 _faiss: Any = None, _trained_on: int = 0, _train_at: int | None = None):
+                 _faiss: Any = None, _trained_on: int = 0):
         if dim <= 0:
             raise ValueError(f"dimension must be positive, got {dim}")
         self.dim = dim
-        self.spec = spec or CompactSpec()
+        self.spec = spec or DEFAULT_SPEC
         self.full_vectors = full_vectors
         self.device = "cpu"
         self.trained_on = _trained_on  # vectors the compression was learned from (0: not trained)
-        self._train_at = _train_at or self.spec.min_train
         self._index = _faiss if _faiss is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
     # -- facts --------------------------------------------------------------------------------
@@ -185,8 +186,8 @@ class CompactIndex:
         sample = self._check(sample)
         if self.trained and self.ntotal:
             raise ValueError("already trained and holding vectors: build a new index to retrain")
-        if len(sample) < self.spec.min_train:
-            raise ValueError(f"need at least {self.spec.min_train} training vectors, got {len(sample)}")
+        if len(sample) < max(MIN_TRAIN, min(self.spec.reduced_dim, self.dim)):
+            raise ValueError(f"need at least {MIN_TRAIN} (and reduced_dim) training vectors, got {len(sample)}")
         held_ids, held = self._held()
         compact = faiss.index_factory(self.dim, self.spec.factory(self.dim, len(sample)), faiss.METRIC_INNER_PRODUCT)
         compact.train(sample)
@@ -206,7 +207,7 @@ class CompactIndex:
         if len(ids) == 0:
             return
         self._index.add_with_ids(vectors, ids)
-        if not self.trained and self.ntotal >= self._train_at:
+        if not self.trained and self.ntotal >= self.spec.train_size:
             self.train(self._held()[1])
 
     def remove(self, ids: np.ndarray) -> int:
@@ -214,24 +215,6 @@ class CompactIndex:
         if len(ids) == 0:
             return 0
         return int(self._index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))))
-
-    @classmethod
-    def build(cls, dim: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]], spec: CompactSpec | None = None,
-              full_vectors: FullVectors | None = None) -> CompactIndex:
-        """An index of every (ids, vectors) chunk, trained on the first `spec.train_size` vectors
-        (held exactly until then: at most train_size x dim x 4 bytes)."""
-        spec = spec or CompactSpec()
-        index = cls(dim, spec, full_vectors=full_vectors, _train_at=spec.train_size)
-        for ids, vectors in chunks:
-            index.add(ids, vectors)
-        if not index.trained and index.ntotal >= spec.min_train:
-            index.train(index._held()[1])
-        index._train_at = spec.min_train
-        return index
-
-    def needs_retraining(self) -> bool:
-        """Trained on a much smaller gallery than it holds now (a rebuild would learn better tables)."""
-        return self.trained and self.trained_on < self.spec.train_size and self.ntotal >= 4 * self.trained_on
 
     # -- search -------------------------------------------------------------------------------
     def shortlist(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from gaitid.contract import Similarity, search_vectors
 from gallery.backends import IndexStore, SearchIndex
+from gallery.compact_index import CompactIndex, FullVectors
 from gallery.index import IndexFileError
 from gallery.namespace_state import NOT_LOADED, NamespaceState
 from gallery.store import NamespaceRow, Store
@@ -90,6 +91,8 @@ class NamespaceIndexes:
                 index = self.index_store.create(state.name, row.embedding_shape[0] * row.embedding_shape[1])
                 for chunk_ids, embeddings in self.store.iter_embeddings(conn, state.name, row.model_id):
                     index.add(chunk_ids, self.vectors(embeddings))
+        if isinstance(index, CompactIndex):  # re-ranks its shortlist with the stored embeddings
+            index.full_vectors = self._full_vectors(row.model_id)
         state.index = index
         state.model_id, state.shape = row.model_id, row.embedding_shape
         state.generation, state.generation_token = row.generation, row.generation_token
@@ -102,6 +105,15 @@ class NamespaceIndexes:
             log.info("rebuilt index of namespace %s (%d vectors): %s", state.name, index.ntotal, reason)
             if persist or self.index_store.write_through:  # a write-through store's new index must replace the old
                 self.persist(state)
+
+    def _full_vectors(self, model_id: str) -> FullVectors:
+        """A compact index's fetch: the search vectors of sequence ids, read from the database."""
+        def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with self.store.read() as conn:
+                found, embeddings = self.store.embeddings_by_id(conn, model_id, ids)
+            return found, self.vectors(embeddings) if len(found) else np.zeros((0, 0), np.float32)
+
+        return fetch
 
     def changed(self, state: NamespaceState) -> None:
         """After a change applied to the index: a write-through store records the new generation now

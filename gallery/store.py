@@ -24,6 +24,7 @@ all transactions are explicit (`isolation_level=None` + BEGIN/COMMIT).
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import threading
 import time
@@ -430,6 +431,20 @@ class Store:
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             vectors = np.stack([np.frombuffer(r[3], dtype=np.float32).reshape(r[1], r[2]) for r in rows])
             yield ids, vectors
+
+    def embeddings_by_id(self, conn: sqlite3.Connection, model_id: str,
+                         ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found (ascending), embeddings (n, C, P)) of `model_id` for the sequence ids asked for
+        (a compact index's shortlist, re-ranked with these); deleted ids are simply absent."""
+        rows = conn.execute(
+            "SELECT sequence_id, channels, parts, vector FROM embeddings WHERE model_id = ? AND sequence_id IN "
+            "(SELECT value FROM json_each(?)) ORDER BY sequence_id",
+            (model_id, json.dumps(np.asarray(ids, np.int64).tolist())),
+        ).fetchall()
+        found = np.array([r[0] for r in rows], dtype=np.int64)
+        if not rows:
+            return found, np.zeros((0, 0, 0), np.float32)
+        return found, np.stack([np.frombuffer(r[3], dtype=np.float32).reshape(r[1], r[2]) for r in rows])
 
     def sequences_missing(self, conn: sqlite3.Connection, name: str, model_id: str, limit: int) -> list[int]:
         rows = conn.execute(

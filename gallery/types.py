@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-# Exact float32 inner product (default) or float16 codes (half the memory, scores within ~1e-3).
-IndexKind = Literal["flat", "fp16"]
+# Exact float32 inner product (default) or float16 codes (half the memory, scores within ~1e-3), or
+# "compact": ~100 bytes/sequence of learned codes that shortlist, re-ranked exactly (gallery.compact_index).
+IndexKind = Literal["flat", "fp16", "compact"]
 IfExists = Literal["append", "replace", "error"]
 
 DEFAULT_NAMESPACE = "default"

@@ -30,7 +30,7 @@ MAX_DISPLAY_NAME_CHARS = 256
 # Paging: SQLite takes signed 64-bit integers; no gallery comes near a billion rows.
 MAX_PAGE_OFFSET = 1_000_000_000
 MAX_INT64 = 2**63 - 1
-INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "fp16")
+INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "fp16", "compact")
 IF_EXISTS: tuple[IfExists, ...] = ("append", "replace", "error")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gallery.compact_index import CompactIndex
 from gallery.index import Device, ReplicaFactory, VectorIndex
 from gallery.types import IndexKind
 
@@ -37,11 +38,15 @@ class FaissFiles:
         path = self.path(namespace)
         return VectorIndex.read_header(path) if path.exists() else None
 
-    def open(self, namespace: str) -> VectorIndex:
+    def open(self, namespace: str) -> VectorIndex | CompactIndex:
+        if self.kind == "compact":
+            return CompactIndex.load(self.path(namespace))[0]
         index, _ = VectorIndex.load(self.path(namespace), device=self._device, replica_factory=self._replica_factory)
         return index
 
-    def create(self, namespace: str, dim: int) -> VectorIndex:
+    def create(self, namespace: str, dim: int) -> VectorIndex | CompactIndex:
+        if self.kind == "compact":
+            return CompactIndex(dim)
         return VectorIndex(dim, self.kind, device=self._device, replica_factory=self._replica_factory)
 
     def save(self, namespace: str, index: Any, header: dict[str, Any]) -> None:
