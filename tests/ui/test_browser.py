@@ -185,6 +185,13 @@ def test_api_key_prompt_and_error_answers(browser, service, tmp_path):
         assert page.evaluate("window.sentForms") == [
             ["/identify", [["camera_id", "hall-2"], ["rotation", "180"], ["video", "file notes.mp4"]]]]
 
+        # A thumbnail the server no longer keeps: its place says why, in the server's words.
+        gone = "/clips/" + "0" * 64 + "/tracks/1/thumbnail.png"
+        expired = httpx.get(base + gone, headers={"X-API-Key": key})
+        assert expired.status_code == 404
+        shown = page.evaluate("async url => (await thumbnail(url, 'a walker')).textContent", gone)
+        assert shown == expired.json()["message"]
+
         page.click("nav a[data-view=subjects]")
         expect(page.locator("#subjects-list")).to_contain_text("Nobody is enrolled yet")
         page.click("nav a[data-view=report]")
