@@ -48,7 +48,6 @@ data: data/casia-b/.unpacked
 # The browser test (tests/ui) drives the system's Chromium (Debian's package) with Playwright, which
 # downloads no browser. As root (CI) it is installed here; elsewhere tests/ui skips and says why.
 browser: setup-dev
-	@$(VENV)/bin/python -c "import playwright" 2>/dev/null || $(VENV)/bin/pip install -q "playwright>=1.45"
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
