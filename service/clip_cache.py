@@ -5,7 +5,7 @@ A clip is known by `clip_id`: the sha256 of the uploaded bytes (with the process
 rotation, a camera's background or region -- when any, since they change the result), 32 hex digits.
 What is kept is what enrolling or identifying a track needs: the aligned sequences (silhouettes,
 depth, frames, boxes), their embeddings, the clip's video facts, each track's quality and its
-thumbnail as PNG (a few tens of KB) -- never the video or its frames.
+thumbnail image (WebP, ~15 KB) -- never the video or its frames.
 
 Bounded: least recently used clips go first once the kept bytes pass `max_bytes`, and every clip goes
 `ttl_s` seconds after it was processed (cachetools.TTLCache). A clip is visible only to the galleries
@@ -25,7 +25,7 @@ from cachetools import TTLCache
 
 from service.pipeline.pipeline import ClipResult
 from service.pipeline.quality import TrackQuality, track_quality
-from service.pipeline.thumbnails import png, strip_of
+from service.pipeline.thumbnails import encode, strip_of
 from service.pipeline.types import AlignedSequence, ClipOverrides
 
 CLIP_ID_HEX = 32
@@ -65,7 +65,7 @@ class ProcessedClip:
 
     clip_id: str
     result: ClipResult  # its sequences carry no preview: the thumbnails below replace them
-    thumbnails: dict[int, bytes]  # track_id -> PNG
+    thumbnails: dict[int, bytes]  # track_id -> image file (thumbnails.MEDIA_TYPE)
     quality: dict[int, TrackQuality]  # track_id -> quality
     source_name: str  # the upload's file name
     galleries: set[str] = field(default_factory=set)
@@ -83,8 +83,8 @@ class ProcessedClip:
 
 
 def processed_clip(clip_id: str, result: ClipResult, source_name: str) -> ProcessedClip:
-    """The kept form of a pipeline result: previews encoded as PNG (and dropped), quality measured."""
-    thumbnails = {s.track_id: png(strip_of(s)) for s in result.sequences}
+    """The kept form of a pipeline result: previews encoded as images (and dropped), quality measured."""
+    thumbnails = {s.track_id: encode(strip_of(s)) for s in result.sequences}
     quality = {s.track_id: track_quality(s, result.fps) for s in result.sequences}
     slim = replace(result, sequences=[replace(s, preview=None) for s in result.sequences])
     return ProcessedClip(clip_id=clip_id, result=slim, thumbnails=thumbnails, quality=quality,

