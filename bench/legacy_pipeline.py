@@ -56,9 +56,13 @@ class LegacyTrack:
     masks: np.ndarray  # (T, H, W) bool, frame-sized
 
 
-def legacy_decode(path: str | Path, config: PipelineConfig) -> Clip:
+def legacy_decode(path: str | Path, config: PipelineConfig, *, opencv_rgb: bool = False) -> Clip:
     """The old decode_video (no rotation override, no truncation checks: the bench's clips need none):
-    full-size RGB, one new scaler per frame, a list stacked at the end."""
+    full-size RGB, one new scaler per frame, a list stacked at the end.
+
+    opencv_rgb: convert 4:2:0 pictures to RGB with OpenCV instead of FFmpeg's swscale (other chroma
+    upsampling and rounding: frames about a grey level apart, equally correct). Not the old path: it
+    measures how far the old path's silhouettes move when only that conversion changes."""
     limits = config.decode
     reopen = _opener(path)
     with _open_container(reopen) as container:
@@ -84,7 +88,10 @@ def legacy_decode(path: str | Path, config: PipelineConfig) -> Clip:
                 continue
             applied = _clockwise_degrees(frame)
             width, height = scaled_size(frame.width, frame.height, limits.max_side)
-            rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+            if opencv_rgb and frame.format.name == "yuv420p" and (width, height) == (frame.width, frame.height):
+                rgb = cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
+            else:
+                rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
             if applied:
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=-(applied // 90)))
             frames.append(rgb)
@@ -213,10 +220,11 @@ def legacy_tracks(detections: list[LegacyDetections], frame_indices: np.ndarray,
     return sorted(tall, key=lambda t: (-len(t.positions), t.track_id))
 
 
-def legacy_process(path: str | Path, config: PipelineConfig, background: np.ndarray | None = None
-                   ) -> tuple[list[AlignedSequence], int]:
-    """The old whole path without depth or embedding: decode, segment, track, drop border frames, align."""
-    clip = legacy_decode(path, config)
+def legacy_process(path: str | Path, config: PipelineConfig, background: np.ndarray | None = None, *,
+                   opencv_rgb: bool = False) -> tuple[list[AlignedSequence], int]:
+    """The old whole path without depth or embedding: decode, segment, track, drop border frames, align.
+    opencv_rgb: see `legacy_decode`."""
+    clip = legacy_decode(path, config, opencv_rgb=opencv_rgb)
     detections = LegacyBackgroundSubtraction(background=background).segment(clip.frames)
     tracks = legacy_tracks(detections, clip.frame_indices, effective_fps(clip), config.tracker)
     if not tracks:

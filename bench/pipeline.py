@@ -9,13 +9,17 @@ Rows per clip (each run once as a warm-up, then `--repeat` times, interleaved ro
 a change in the machine's load hits every row alike; the median is reported):
 - decode only: FFmpeg decoding the frames the path needs, no pixel conversion (the floor);
 - decode to RGB, today / now: full-size RGB frames / RGB at the segmenter's working size;
-- whole path, today / now / now with full-size decoding: decode, segment (background subtraction),
-  track, align; no depth, no embedding;
+- whole path, today / now / now with the background model on whole frames / now in exact mode
+  (full-size decoding and whole frames: today's silhouettes): decode, segment (background
+  subtraction), track, align, and whatever else `ClipPipeline.process` does; no depth, no embedding;
 - the current path's stages one by one on its own decoded clip (segment, track, align), and YOLO-seg
   when a model is installed or given (`--yolo-model`; a random-weight export times the work only,
   its detections mean nothing).
 Agreement: per clip, the mean IoU of the aligned silhouettes of the frames both paths aligned (tracks
 paired by shared frames) and the share of frames both aligned; `shared` runs it on every shared clip.
+Beside it, the yardstick: today's path against itself when only the YUV->RGB conversion of the same
+decoded pictures changes (OpenCV's instead of swscale's, about a grey level apart, equally correct):
+how far background subtraction's silhouettes move for a change nobody would call a change.
 
 Wall and CPU time are both reported: on a shared machine wall time inflates with the load, the
 process's CPU time much less (every row runs on one thread, so CPU time is the work done).
@@ -52,7 +56,7 @@ from service.pipeline.config import DecodeLimits, PipelineConfig, PipelineSettin
 from service.pipeline.decode import decode_video, even_sample
 from service.pipeline.errors import PipelineError
 from service.pipeline.pipeline import ClipPipeline, effective_fps, subset_track, touches_border
-from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter
+from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter, BgSubConfig
 from service.pipeline.track import track_people
 from service.pipeline.types import AlignedSequence
 
@@ -120,16 +124,20 @@ def ffmpeg_decode_only(path: Path, limits: DecodeLimits) -> int:
     return min(total or limits.max_frames, limits.max_frames)
 
 
-def new_pipeline(config: PipelineConfig, background: np.ndarray | None, *, full_size: bool = False) -> ClipPipeline:
+def new_pipeline(config: PipelineConfig, background: np.ndarray | None, *, full_size: bool = False,
+                 whole_frames: bool = False) -> ClipPipeline:
+    """The current path; `full_size` and `whole_frames` together: exact mode (today's silhouettes)."""
     config = replace(config, decode_at_working_size=not full_size)
-    return ClipPipeline(config, BackgroundSubtractionSegmenter(background=background))
+    bgsub = BgSubConfig(tile_side=None) if whole_frames else BgSubConfig()
+    return ClipPipeline(config, BackgroundSubtractionSegmenter(bgsub, background=background))
 
 
 def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarray | None,
              yolo_model: Path | None) -> list[Row]:
     limits = config.decode
     pipeline = new_pipeline(config, background)
-    exact = new_pipeline(config, background, full_size=True)
+    whole = new_pipeline(config, background, whole_frames=True)
+    exact = new_pipeline(config, background, full_size=True, whole_frames=True)
     segmenter = pipeline.segmenter
     clip = decode_video(path, limits, frame_side=pipeline.frame_side)
     detections = segmenter.segment(clip.frames, clip.size)
@@ -156,7 +164,8 @@ def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarr
             lambda: len(decode_video(path, limits, frame_side=pipeline.frame_side).frames)),
         Row(name, "whole path, today", lambda: legacy_process(path, config, background)[1]),
         Row(name, "whole path, now", lambda: pipeline.process(path).frame_count),
-        Row(name, "whole path, now, full-size decode (today's frames)", lambda: exact.process(path).frame_count),
+        Row(name, "whole path, now, model on whole frames", lambda: whole.process(path).frame_count),
+        Row(name, "whole path, now, exact mode (today's silhouettes)", lambda: exact.process(path).frame_count),
         Row(name, "  now: segment (bgsub)", segment),
         Row(name, "  now: track", track),
         Row(name, "  now: align (track frames)", align),
@@ -213,8 +222,10 @@ def time_rows(rows: list[Row], repeat: int) -> None:
 @dataclass
 class ClipAgreement:
     clip: str
-    now: Agreement | None
-    full_size: Agreement | None
+    yardstick: Agreement | None = None  # today vs today with OpenCV's YUV->RGB: the method's own wobble
+    now: Agreement | None = None
+    whole_frames: Agreement | None = None  # now, the background model on whole frames
+    exact: Agreement | None = None  # exact mode: full-size decoding and whole frames
     note: str = ""
 
 
@@ -223,13 +234,22 @@ def compare(path: Path, config: PipelineConfig) -> tuple[ClipAgreement, list[Ali
     try:
         today, _ = legacy_process(path, config, background)
     except PipelineError as exc:
-        return ClipAgreement(path.name, None, None, f"today's path: {exc.message}"), [], []
+        return ClipAgreement(path.name, note=f"today's path: {exc.message}"), [], []
+    try:
+        yardstick = agreement(today, legacy_process(path, config, background, opencv_rgb=True)[0])
+    except PipelineError:
+        yardstick = Agreement(0.0, 0, sum(len(s.frame_indices) for s in today), 0)
+    result = ClipAgreement(path.name, yardstick)
     try:
         now = new_pipeline(config, background).process(path).sequences
-        exact = new_pipeline(config, background, full_size=True).process(path).sequences
+        result.now = agreement(today, now)
+        result.whole_frames = agreement(today, new_pipeline(config, background, whole_frames=True).process(path).sequences)
+        exact = new_pipeline(config, background, full_size=True, whole_frames=True).process(path).sequences
+        result.exact = agreement(today, exact)
     except PipelineError as exc:
-        return ClipAgreement(path.name, None, None, f"current path: {exc.message}"), today, []
-    return ClipAgreement(path.name, agreement(today, now), agreement(today, exact)), today, now
+        result.note = f"current path: {exc.message}"
+        return result, today, []
+    return result, today, now
 
 
 def save_strip(name: str, today: list[AlignedSequence], now: list[AlignedSequence], count: int = 24) -> None:
@@ -280,14 +300,16 @@ def summary(rows: list[Row]) -> list[str]:
 
 
 def format_agreement(results: list[ClipAgreement]) -> str:
-    lines = ["| clip | now vs today: mean IoU | frames shared | full-size decode vs today: mean IoU | frames shared |",
+    """Mean IoU (share of frames both aligned) per clip and comparison, all against today's path."""
+    lines = ["| clip | yardstick: today, other YUV->RGB | now | now, model on whole frames | exact mode |",
              "|---|---:|---:|---:|---:|"]
+
+    def cell(result: Agreement | None) -> str:
+        return "–" if result is None else f"{result.mean_iou:.3f} ({result.coverage:.0%})"
+
     for r in results:
-        if r.now is None:
-            lines.append(f"| {r.clip} | – | – | – | {r.note} |")
-            continue
-        lines.append(f"| {r.clip} | {r.now.mean_iou:.4f} | {r.now.coverage:.1%} | {r.full_size.mean_iou:.4f} | "
-                     f"{r.full_size.coverage:.1%} |")
+        cells = [cell(r.yardstick), cell(r.now), cell(r.whole_frames), cell(r.exact)]
+        lines.append(f"| {r.clip} | {' | '.join(cells)} |" + (f" {r.note}" if r.note else ""))
     return "\n".join(lines)
 
 
@@ -337,7 +359,8 @@ def main() -> None:
             result, today, now = compare(path, config)
             agreements.append(result)
             save_strip(path.stem, today, now)
-        print("\nAligned silhouettes, current path vs today's (frames both aligned; tracks paired by shared frames):")
+        print("\nAligned silhouettes against today's path: mean IoU over the frames both aligned (tracks paired by "
+              "shared frames), and the share of frames both aligned:")
         print(format_agreement(agreements))
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -347,9 +370,9 @@ def main() -> None:
                   "cpu_seconds": r.cpu_seconds, "cpu_fps": r.cpu_fps, "skipped": r.skipped} for r in rows],
         "summary": summary(rows),
         "agreement": [{"clip": a.clip, "note": a.note,
-                       **({"now_mean_iou": a.now.mean_iou, "now_coverage": a.now.coverage,
-                           "full_size_mean_iou": a.full_size.mean_iou, "full_size_coverage": a.full_size.coverage}
-                          if a.now else {})} for a in agreements],
+                       **{f"{what}_{field}": getattr(getattr(a, what), field)
+                          for what in ("yardstick", "now", "whole_frames", "exact") if getattr(a, what) is not None
+                          for field in ("mean_iou", "coverage")}} for a in agreements],
     }, indent=2))
     print(f"pipeline.json and strips in {OUT}")
 

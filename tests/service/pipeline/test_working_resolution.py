@@ -29,11 +29,18 @@ import numpy as np
 import pytest
 
 from bench.legacy_pipeline import agreement, legacy_process
+from service.pipeline import segment_bgsub
 from service.pipeline.align import align_sequence
 from service.pipeline.config import DecodeLimits, PipelineConfig, TrackerConfig
 from service.pipeline.decode import decode_video
 from service.pipeline.pipeline import ClipPipeline
-from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter, _Kernels
+from service.pipeline.segment_bgsub import (
+    BackgroundSubtractionSegmenter,
+    BgSubConfig,
+    _Kernels,
+    _spread,
+    _tiles,
+)
 from service.pipeline.types import Mask, Masks, Track
 from tests.conftest import RecordingDepth, write_synthetic_walk
 
@@ -70,8 +77,12 @@ def walk_720p(tmp_path_factory) -> Path:
     return write_walk(tmp_path_factory.mktemp("clips") / "walk720.mp4")
 
 
-def pipeline(config: PipelineConfig = CONFIG, background=None, **changes) -> ClipPipeline:
-    return ClipPipeline(replace(config, **changes), BackgroundSubtractionSegmenter(background=background))
+DEFAULT_BGSUB = BgSubConfig()
+
+
+def pipeline(config: PipelineConfig = CONFIG, background=None, bgsub: BgSubConfig = DEFAULT_BGSUB,
+             **changes) -> ClipPipeline:
+    return ClipPipeline(replace(config, **changes), BackgroundSubtractionSegmenter(bgsub, background=background))
 
 
 # --- decoding straight to the working size --------------------------------------------------------
@@ -168,6 +179,7 @@ def test_foreground_cleaned_around_itself_equals_the_whole_frame(monkeypatch, wa
         frame[200:230, 440:470] = rng.integers(0, 255, 3)  # a lump far from the walker: kept
     around = BackgroundSubtractionSegmenter().segment(frames, (1280, 720))
     monkeypatch.setattr(_Kernels, "region", lambda self, image: (0, image.shape[0], 0, image.shape[1]))
+    monkeypatch.setattr(segment_bgsub, "_around", lambda image, margin: (0, image.shape[0], 0, image.shape[1]))
     whole = BackgroundSubtractionSegmenter().segment(frames, (1280, 720))
     assert sum(len(d.boxes) for d in around) >= 40
     for a, b in zip(around, whole):
@@ -176,6 +188,58 @@ def test_foreground_cleaned_around_itself_equals_the_whole_frame(monkeypatch, wa
         for m, n in zip(a.masks, b.masks):
             assert (m.top, m.left) == (n.top, n.left)
             np.testing.assert_array_equal(m.pixels, n.pixels)
+
+
+# --- the background model only where something moves ---------------------------------------------
+
+
+def every_tile(self, frames, own, tiles):
+    return np.ones((len(frames), len(tiles)), bool)
+
+
+def test_tiled_model_equals_one_model_on_the_whole_frame(monkeypatch, walk_720p):
+    """Each pixel's background model depends on that pixel's history alone: tiles with a subtractor
+    each, all classified every frame, give the whole-frame subtractor's foreground exactly."""
+    frames = decode_video(walk_720p, frame_side=480).frames
+    whole = BackgroundSubtractionSegmenter(BgSubConfig(tile_side=None))._foreground(frames)
+    monkeypatch.setattr(BackgroundSubtractionSegmenter, "_locate", every_tile)
+    tiled = BackgroundSubtractionSegmenter(BgSubConfig(tile_side=50))._foreground(frames)
+    assert np.count_nonzero(whole) > 40 * 2000  # the walker, every frame
+    np.testing.assert_array_equal(tiled, whole)
+
+
+def test_locator_covers_the_walker_and_only_needed_tiles_get_a_model(monkeypatch, walk_720p):
+    frames = decode_video(walk_720p, frame_side=480).frames
+    segmenter = BackgroundSubtractionSegmenter()
+    tiles = _tiles(270, 480, segmenter.config.tile_side)
+    active = segmenter._locate(frames, _spread(len(frames), segmenter.config.warmup_frames), tiles)
+    covered = np.zeros((len(frames), 270, 480), bool)
+    for k, (top, bottom, left, right) in enumerate(tiles):
+        covered[active[:, k], top:bottom, left:right] = True
+    people = BackgroundSubtractionSegmenter(BgSubConfig(tile_side=None)).segment(frames, (1280, 720))
+    assert all(len(d.masks) == 1 for d in people)
+    for t, detections in enumerate(people):
+        (mask,) = detections.masks
+        height, width = mask.pixels.shape  # working-resolution cells at (top, left)
+        assert covered[t, mask.top:mask.top + height, mask.left:mask.left + width][mask.pixels].all(), t
+    assert active.mean() < 0.4  # the walker and its margin: a fraction of each frame
+
+    made = []
+    warm_up = BackgroundSubtractionSegmenter._warmed_up_subtractor
+    monkeypatch.setattr(BackgroundSubtractionSegmenter, "_warmed_up_subtractor",
+                        lambda self, *frames: made.append(frames[1].shape) or warm_up(self, *frames))
+    segmenter.segment(frames, (1280, 720))
+    needed = int(active.any(axis=0).sum())
+    assert len(made) == 1 + needed and needed < len(tiles)  # the locator's model, then one per needed tile
+
+
+def test_segmenting_only_where_something_moves_agrees_with_the_whole_frame(walk_720p):
+    """The one difference: a tile skips the slow background update on frames where nothing moves
+    near it. Measured mean IoU 0.988 on the synthetic walks, 0.975-0.999 on the shared clips."""
+    for clip in (walk_720p,):
+        whole = pipeline(bgsub=BgSubConfig(tile_side=None)).process(clip).sequences
+        result = agreement(whole, pipeline().process(clip).sequences)
+        assert result.mean_iou >= 0.97 and result.coverage >= 0.97, result
 
 
 # --- agreement with the path before -------------------------------------------------------------
@@ -191,32 +255,41 @@ def test_synthetic_720p_walk_agrees_with_the_path_before(walk_720p):
 
 
 def test_synthetic_320x240_walk_is_unchanged(tmp_path):
+    """Nothing shrunk: with the model on whole frames, exactly the old silhouettes; only where
+    something moves (the default), as close as the skipped background updates allow."""
     walk = write_synthetic_walk(tmp_path / "walk.mp4")
     before, _ = legacy_process(walk, CONFIG)
+    exact = agreement(before, pipeline(bgsub=BgSubConfig(tile_side=None)).process(walk).sequences)
+    assert exact.mean_iou == 1.0 and exact.coverage == 1.0, exact
     result = agreement(before, pipeline().process(walk).sequences)
-    assert result.mean_iou == 1.0 and result.coverage == 1.0, result
+    assert result.mean_iou >= 0.98 and result.coverage == 1.0, result
 
 
 @pytest.mark.data
 def test_casia_clip_is_unchanged(videos_dir):
-    """320x240 is below the working size: nothing is shrunk, the silhouettes are exactly the old ones."""
+    """320x240 is below the working size: nothing is shrunk, the silhouettes are exactly the old ones
+    with the model on whole frames, and within the skipped background updates of them by default."""
     background = decode_video(videos_dir / "casia-b" / "001-bkgrd-090.avi").frames
     clip = videos_dir / "casia-b" / "003-nm-01-090.avi"
     before, _ = legacy_process(clip, CONFIG, background)
-    now = pipeline(background=background).process(clip).sequences
-    result = agreement(before, now)
+    exact = pipeline(background=background, bgsub=BgSubConfig(tile_side=None)).process(clip).sequences
+    result = agreement(before, exact)
     assert result.mean_iou == 1.0 and result.coverage == 1.0, result
-    np.testing.assert_array_equal(before[0].boxes, now[0].boxes)
+    np.testing.assert_array_equal(before[0].boxes, exact[0].boxes)
+    result = agreement(before, pipeline(background=background).process(clip).sequences)
+    assert result.mean_iou >= 0.99 and result.coverage == 1.0, result  # measured 0.998
 
 
 @pytest.mark.data
 def test_phone_clip_agreement(videos_dir):
-    """demo1 (720x1280, hand-held): today's frames give today's silhouettes; the decoder's shrink gives
+    """demo1 (720x1280, hand-held): today's frames and the model on whole frames give today's
+    silhouettes; the default (the decoder's shrink, the model only where something moves) gives
     silhouettes as close to today's as the clip's sensitivity allows (see the module docstring)."""
     clip = videos_dir / "phone" / "demo1.mp4"
     config = replace(CONFIG, decode=DecodeLimits(max_frames=120))
     before, _ = legacy_process(clip, config)
-    full_size = agreement(before, pipeline(config, decode_at_working_size=False).process(clip).sequences)
+    whole_frames = BgSubConfig(tile_side=None)
+    full_size = agreement(before, pipeline(config, bgsub=whole_frames, decode_at_working_size=False).process(clip).sequences)
     now = agreement(before, pipeline(config).process(clip).sequences)
     assert full_size.mean_iou >= 0.999 and full_size.coverage >= 0.98, full_size
     assert now.mean_iou >= 0.85 and now.coverage >= 0.9, now
