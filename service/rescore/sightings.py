@@ -18,12 +18,16 @@ A track's similarity to a subject is its best similarity to any of the subject's
 4. they are returned in time order (start time, then video and first frame; tracks without a
    time last, by video).
 
-Search is behind `TrackSearch`: exact (`ExactTrackSearch`, the contract's search vectors held in
-memory, one matrix product) for now.
+Search (`CompactTrackSearch`) uses gallery.compact_index over the archive's tracks, kept beside the
+state (`<state>.sightings-<model id>.idx`) and brought up to date with the state on load: tracks are
+shortlisted by their compressed codes (~100 bytes each in memory) and scored exactly from the
+state's embeddings. Archives under `INDEX_SPEC.train_size` (4,096) tracks are held exactly and
+searched exhaustively: the compact index's own fallback, so there is one search path.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -34,11 +38,25 @@ from typing import Any, Protocol
 import numpy as np
 
 from gaitid.contract import search_vectors
+from gallery.compact_index import CompactIndex, CompactSpec, FullVectors
+from gallery.index import IndexFileError
 from service.rescore.errors import GalleryMismatchError, OptionError, StateError
 from service.rescore.sources import time_key
-from service.rescore.store import RescoreState, find_state
+from service.rescore.store import RescoreState, StoredTrack, find_state
+
+log = logging.getLogger("gaitid.rescore")
 
 MAX_LIMIT = 10_000
+# The shortlist margin: how far below its exact score a track's compressed score may lie. Measured
+# on each index when it learns its compression (`calibrate_margin`: the largest shortfall among the
+# nearest neighbours of sampled tracks, plus MARGIN_SLACK); on the shipped model's real CASIA-B
+# embeddings ~0.4, with which every track above the threshold was found (bench/sightings.py).
+MARGIN_SLACK = 0.02
+CALIBRATION_QUERIES = 128
+CALIBRATION_NEIGHBOURS = 32
+# The archive's index holds its first 4,096 tracks exactly, then learns its compression from them
+# (gallery.compact_index; PCA to 256 dimensions and 4-bit PQ: ~100 bytes a track in memory).
+INDEX_SPEC = CompactSpec(train_size=4096)
 _VECTOR_CHUNK = 1024  # tracks turned into search vectors at once (their float64 step: 32 MB for 256 x 16)
 
 
@@ -106,7 +124,7 @@ class ArchiveTrack:
     frames: int  # aligned frames of the track
     fps: float | None
     box: tuple[float, float, float, float]  # median xyxy box, upright source pixels
-    row: int  # the content track's row in the search (copies of a video share it)
+    row: int  # the content track's row id in the state and the index (copies of a video share it)
 
     @property
     def start_s(self) -> float | None:
@@ -125,29 +143,162 @@ class Sighting:
 
 
 class TrackSearch(Protocol):
-    """Similarities of the archive's content tracks (rows) to a subject's walks."""
+    """Similarities of the archive's tracks (by row id) to a subject's walks."""
 
     def scores(self, queries: np.ndarray, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(K, C, P) queries, candidate rows -> (rows, best similarity, index of the best query) of
-        the candidates at or above `threshold`."""
+        """(K, C, P) queries, candidate row ids -> (row ids, best similarity, index of the best query)
+        of the candidates at or above `threshold`."""
         ...
 
 
-class ExactTrackSearch:
-    """Every candidate compared with every walk: the contract's search vectors, one matrix product."""
+class CompactTrackSearch:
+    """The archive's tracks in a `gallery.compact_index.CompactIndex` (ids: the tracks' row ids).
 
-    def __init__(self, vectors: np.ndarray | None):
-        """vectors: (N, D) search vectors of the tracks (gaitid.contract.search_vectors), or None for none."""
-        self.vectors = vectors if vectors is not None else np.zeros((0, 0), np.float32)
+    Every track at or above the threshold is found, not a fixed top-k: a walk's shortlist (compressed
+    scores) grows fourfold until its weakest entry scores below `threshold - margin` or it holds
+    every track (margin: the index's measured compression error, `calibrate_margin`); the shortlisted tracks are then scored exactly (the contract's search vectors,
+    read from the state) and kept at or above `threshold`. Below `INDEX_SPEC.train_size` tracks the
+    index holds the vectors exactly, so small archives are searched exhaustively and exactly.
+    """
+
+    def __init__(self, index: CompactIndex, full_vectors: FullVectors, margin: float):
+        self.index = index
+        self.full_vectors = full_vectors
+        self.margin = margin  # 0 while the index holds its vectors exactly
 
     def scores(self, queries: np.ndarray, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not len(rows):
-            return rows, np.zeros(0, np.float32), np.zeros(0, np.int64)
-        similarity = self.vectors[rows] @ search_vectors(queries).T  # (n, K)
+        admitted = np.asarray(rows, np.int64)
+        if not len(admitted) or not self.index.ntotal:
+            return admitted[:0], np.zeros(0, np.float32), np.zeros(0, np.int64)
+        vectors = search_vectors(queries)
+        candidates = [self._shortlist(query, threshold - self.margin) for query in vectors]
+        union = np.unique(np.concatenate(candidates))
+        union = union[np.isin(union, admitted)]
+        if not len(union):
+            return union, np.zeros(0, np.float32), np.zeros(0, np.int64)
+        found, full = self.full_vectors(union)
+        similarity = full @ vectors.T  # (n, K): exact
         best_query = similarity.argmax(axis=1)
-        best = similarity[np.arange(len(rows)), best_query]
+        best = similarity[np.arange(len(found)), best_query]
         keep = best >= threshold
-        return rows[keep], best[keep], best_query[keep]
+        return found[keep], best[keep], best_query[keep]
+
+    def _shortlist(self, query: np.ndarray, floor: float) -> np.ndarray:
+        k = self.index.spec.shortlist
+        while True:
+            approx, ids = self.index.shortlist(query[None], k)
+            ids, approx = ids[0], approx[0]
+            held = ids >= 0
+            if k >= self.index.ntotal or not held.all() or approx[held][-1] < floor:
+                return ids[held & (approx >= floor)]
+            k *= 4
+
+
+def sightings_index_path(state: RescoreState, model_id: str) -> Path:
+    """The archive's compact index beside its state: rebuilt from the state whenever missing or unreadable."""
+    return state.path.with_name(f"{state.path.name}.sightings-{model_id}.idx")
+
+
+def sync_index(state: RescoreState, model_id: str, spec: CompactSpec | None = None) -> tuple[CompactIndex, float]:
+    """The compact index of every track of `model_id` in the state, brought up to date, and its
+    shortlist margin: loaded from its file, tracks gone removed, new (or re-processed) ones added,
+    the margin measured again when the index learnt its compression or doubled since, saved again
+    when anything changed; built from scratch when there is no usable file."""
+    path = sightings_index_path(state, model_id)
+    current = np.array(sorted(t.rowid for _, t in state.iter_tracks(model_id, embeddings=False)), np.int64)
+    synced_at = state.last_processed_at(model_id) or ""
+    index, header = None, {}
+    if path.is_file():
+        try:
+            index, header = CompactIndex.load(path)
+            if header.get("model_id") != model_id:
+                index, header = None, {}
+        except IndexFileError as exc:
+            log.warning("rebuilding the sightings index %s: %s", path, exc)
+            index, header = None, {}
+    if index is None:
+        index = _build(state, model_id, current, spec)
+        changed = True
+    else:
+        held = np.sort(index.ids())
+        redone = np.array(state.rowids_processed_since(model_id, str(header.get("synced_at") or "")), np.int64)
+        stale = np.union1d(np.setdiff1d(held, current), np.intersect1d(redone, held))
+        fresh = np.union1d(np.setdiff1d(current, held), np.intersect1d(redone, current))
+        if len(stale) and index.trained:
+            # Vectors added to a trained fast-scan index after a removal are mis-encoded (seen with
+            # faiss 1.x, gallery.compact_index): tracks only vanish when files are processed again,
+            # so the index is rebuilt then instead.
+            index = _build(state, model_id, current, spec)
+            header = {}
+        else:
+            index.remove(stale)
+            for ids, vectors in _vector_chunks(state, model_id, fresh):
+                index.add(ids, vectors)
+        changed = bool(len(stale) or len(fresh)) or header.get("synced_at") != synced_at
+    if index is None:  # no track of this model at all
+        return CompactIndex(1, spec or INDEX_SPEC), 0.0
+    margin, calibrated_at = float(header.get("margin", 0.0)), int(header.get("calibrated_at", 0))
+    if not index.trained:
+        margin, calibrated_at = 0.0, 0
+    elif not calibrated_at or index.ntotal >= 2 * calibrated_at:
+        margin, calibrated_at = calibrate_margin(index, state_vectors(state, model_id)), index.ntotal
+        changed = True
+    if changed:
+        try:
+            index.save(path, {"model_id": model_id, "synced_at": synced_at, "margin": margin,
+                              "calibrated_at": calibrated_at})
+        except OSError as exc:  # a read-only archive: search from memory, rebuild next time
+            log.warning("the sightings index cannot be saved to %s: %s", path, exc)
+    return index, margin
+
+
+def calibrate_margin(index: CompactIndex, full_vectors: FullVectors, seed: int = 0) -> float:
+    """The largest shortfall of a compressed score below the exact one, among the nearest
+    neighbours (by compressed score) of up to CALIBRATION_QUERIES sampled tracks, plus MARGIN_SLACK."""
+    ids = np.sort(index.ids())
+    sample = np.sort(np.random.default_rng(seed).choice(ids, min(CALIBRATION_QUERIES, len(ids)), replace=False))
+    _, queries = full_vectors(sample)
+    approx, neighbours = index.shortlist(queries, CALIBRATION_NEIGHBOURS)
+    held = neighbours >= 0
+    known, vectors = full_vectors(np.unique(neighbours[held]))
+    positions = np.searchsorted(known, neighbours[held])
+    exact = np.einsum("nd,nd->n", vectors[positions], np.repeat(queries, held.sum(axis=1), axis=0))
+    return float(max(0.0, (exact - approx[held]).max())) + MARGIN_SLACK
+
+
+def _build(state: RescoreState, model_id: str, rowids: np.ndarray, spec: CompactSpec | None) -> CompactIndex | None:
+    """A new index of the tracks (None when there are none): exact until it holds spec.train_size
+    tracks, then it learns its compression from them."""
+    dim = _dim(state, model_id, rowids)
+    if not dim:
+        return None
+    index = CompactIndex(dim, spec or INDEX_SPEC)
+    for ids, vectors in _vector_chunks(state, model_id, rowids):
+        index.add(ids, vectors)
+    return index
+
+
+def _dim(state: RescoreState, model_id: str, rowids: np.ndarray) -> int:
+    if not len(rowids):
+        return 0
+    _, first = state.embeddings_by_rowid(rowids[:1], model_id)
+    return int(np.prod(first.shape[1:]))
+
+
+def _vector_chunks(state: RescoreState, model_id: str, rowids: np.ndarray, size: int = _VECTOR_CHUNK):
+    for start in range(0, len(rowids), size):
+        found, embeddings = state.embeddings_by_rowid(rowids[start:start + size], model_id)
+        if len(found):
+            yield found, search_vectors(embeddings)
+
+
+def state_vectors(state: RescoreState, model_id: str) -> FullVectors:
+    """The compact index's re-ranking callback: exact search vectors of row ids, read from the state."""
+    def fetch(rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found, embeddings = state.embeddings_by_rowid(rowids, model_id)
+        return found, search_vectors(embeddings) if len(found) else np.zeros((0, 0), np.float32)
+
+    return fetch
 
 
 @dataclass
@@ -156,51 +307,40 @@ class ArchiveTracks:
 
     model_id: str
     tracks: list[ArchiveTrack]  # one per (video, track), in listing order
-    keys: list[tuple[str, int]]  # content track of each search row: (sha256, track id)
     search: TrackSearch
 
     @classmethod
-    def load(cls, state: RescoreState, model_id: str) -> ArchiveTracks:
+    def load(cls, state: RescoreState, model_id: str, spec: CompactSpec | None = None) -> ArchiveTracks:
         sources = [s for s in state.sources() if s.sha256 is not None]
         if not sources:
             raise StateError(f"{state.path} lists no re-scored video: run `gaitid rescore` with this state first")
-        wanted = {s.sha256 for s in sources}
-        files = state.files(wanted, model_id)
-        keys: list[tuple[str, int]] = []
-        vectors: list[np.ndarray] = []  # search vectors, a chunk at a time: float32, never all embeddings at once
-        pending: list[np.ndarray] = []
-        content: dict[str, list[tuple[int, int, np.ndarray, np.ndarray]]] = {}  # row, track id, frames, boxes
-        for sha, stored in state.iter_tracks(model_id):
-            if sha not in wanted:
-                continue
-            content.setdefault(sha, []).append((len(keys), stored.track_id, stored.frame_indices, stored.boxes))
-            keys.append((sha, stored.track_id))
-            pending.append(stored.embedding)
-            if len(pending) == _VECTOR_CHUNK:
-                vectors.append(search_vectors(np.stack(pending)))
-                pending = []
-        if pending:
-            vectors.append(search_vectors(np.stack(pending)))
-        if not keys and not state.counts(model_id)["done"]:
+        if not state.counts(model_id)["done"]:
             models = state.model_ids()
             raise GalleryMismatchError(
                 f"{state.path} has no track of the gallery's model {model_id}"
                 + (f" (it holds tracks of {', '.join(models)})" if models else "")
                 + ": re-score the archive with the gallery's model")
+        wanted = {s.sha256 for s in sources}
+        files = state.files(wanted, model_id)
+        content: dict[str, list[StoredTrack]] = {}
+        for sha, stored in state.iter_tracks(model_id, embeddings=False):
+            if sha in wanted:
+                content.setdefault(sha, []).append(stored)
         tracks = []
         for source in sources:
             file = files.get(source.sha256)
             fps = file.fps if file is not None and file.fps else None
-            for row, track_id, frame_indices, boxes in content.get(source.sha256, []):
-                frames = frame_indices.astype(np.int64)
+            for stored in content.get(source.sha256, []):
+                frames = stored.frame_indices.astype(np.int64)
                 first, last = int(frames.min()), int(frames.max())
-                box = tuple(float(v) for v in np.round(np.median(boxes.astype(np.float64), axis=0), 1))
+                box = tuple(float(v) for v in np.round(np.median(stored.boxes.astype(np.float64), axis=0), 1))
                 tracks.append(ArchiveTrack(
-                    video=source.path, sha256=source.sha256, track_id=track_id, camera=source.camera,
+                    video=source.path, sha256=source.sha256, track_id=stored.track_id, camera=source.camera,
                     start_time=_at(source.recorded_at, first, fps), end_time=_at(source.recorded_at, last, fps),
-                    time_source=source.time_source,
-                    first_frame=first, last_frame=last, frames=len(frames), fps=fps, box=box, row=row))  # type: ignore[arg-type]
-        return cls(model_id, tracks, keys, ExactTrackSearch(np.concatenate(vectors) if vectors else None))
+                    time_source=source.time_source, first_frame=first, last_frame=last, frames=len(frames), fps=fps,
+                    box=box, row=stored.rowid))  # type: ignore[arg-type]
+        index, margin = sync_index(state, model_id, spec)
+        return cls(model_id, tracks, CompactTrackSearch(index, state_vectors(state, model_id), margin))
 
     def cameras(self) -> list[str]:
         return sorted({t.camera for t in self.tracks if t.camera is not None})

@@ -143,6 +143,7 @@ class StoredTrack:
     frame_indices: np.ndarray
     boxes: np.ndarray
     embedding: np.ndarray
+    rowid: int = -1  # the track's row: its id in the sightings index (service.rescore.sightings)
 
 
 class RescoreState:
@@ -303,12 +304,12 @@ class RescoreState:
         while True:  # keyset pages: no read transaction held between pages, bounded memory
             with self._lock:
                 rows = self._conn.execute(
-                    f"SELECT sha256, track_id, frame_indices, boxes, {column} FROM tracks WHERE model_id = ? "
+                    f"SELECT sha256, track_id, frame_indices, boxes, {column}, rowid FROM tracks WHERE model_id = ? "
                     "AND (sha256, track_id) > (?, ?) ORDER BY sha256, track_id LIMIT ?",
                     (model_id, *after, chunk)).fetchall()
-            for sha, track_id, frames, boxes, embedding in rows:
+            for sha, track_id, frames, boxes, embedding, rowid in rows:
                 yield sha, StoredTrack(int(track_id), _array(frames), _array(boxes),
-                                       _array(embedding) if embedding is not None else empty)
+                                       _array(embedding) if embedding is not None else empty, int(rowid))
             if len(rows) < chunk:
                 return
             after = (rows[-1][0], int(rows[-1][1]))
@@ -326,6 +327,34 @@ class RescoreState:
             raise StateError(f"{len(missing)} tracks are not in {self.path} (first: {missing[0]}); "
                              "the state changed while it was read")
         return np.stack([found[k] for k in keys])
+
+    def embeddings_by_rowid(self, rowids: Sequence[int], model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(the rowids found, ascending; their (n, C, P) embeddings): tracks deleted meanwhile drop out."""
+        found: list[tuple[int, np.ndarray]] = []
+        for chunk in _chunks([int(r) for r in rowids], 500):
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT rowid, embedding FROM tracks WHERE model_id = ? AND rowid IN ({marks})",
+                    (model_id, *chunk)).fetchall()
+            found.extend((int(r), _array(e)) for r, e in rows)
+        found.sort(key=lambda item: item[0])
+        if not found:
+            return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32)
+        return np.array([r for r, _ in found], np.int64), np.stack([e for _, e in found])
+
+    def rowids_processed_since(self, model_id: str, since: str) -> list[int]:
+        """Rows of the tracks of files (re)processed after `since` (an ISO time from `files`)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT t.rowid FROM tracks t JOIN files f ON f.sha256 = t.sha256 AND f.model_id = t.model_id "
+                "WHERE t.model_id = ? AND f.processed_at > ?", (model_id, since)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def last_processed_at(self, model_id: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(processed_at) FROM files WHERE model_id = ?", (model_id,)).fetchone()
+        return row[0] if row else None
 
     def model_ids(self) -> list[str]:
         """Embedding models with tracks in this state."""
@@ -410,6 +439,6 @@ def _time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]

@@ -9,17 +9,21 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from gaitid.contract import similarities
 from gallery import Gallery, SequenceInput, SubjectNotFoundError
+from gallery.compact_index import CompactIndex, CompactSpec
 from service.rescore import OptionError, RescoreState
 from service.rescore.archive import FileStat, PathInfo
 from service.rescore.errors import GalleryMismatchError, StateError
 from service.rescore.extract import FileOutcome, TrackOutcome
 from service.rescore.sightings import (
+    MAX_LIMIT,
     ArchiveTracks,
     SightingFilter,
     SubjectWalks,
     find_sightings,
     sighting_record,
+    sightings_index_path,
     subject_walks,
 )
 from service.rescore.sources import CameraMap, ContainerFacts, SourceFacts, probe_container, recording_start
@@ -77,7 +81,7 @@ def videos(found) -> list[str]:
 
 def test_sightings_pass_the_threshold_and_come_in_time_order_untimed_last(state):
     archive = ArchiveTracks.load(state, MODEL)
-    assert len(archive.tracks) == 7 and len(archive.keys) == 5  # the copy shares its content's two tracks
+    assert len(archive.tracks) == 7 and len({t.row for t in archive.tracks}) == 5  # the copy shares two tracks
     found = find_sightings(archive, alice(), threshold=0.8)
     assert videos(found) == ["/archive/camA/10.avi", "/archive/camB/11.avi", "/archive/phone/12.mp4",
                              "/archive/copies/10.avi"]
@@ -206,3 +210,75 @@ def test_tracks_are_read_in_pages(state):
     listed = [t for _, t in state.iter_tracks(MODEL, embeddings=False)]
     assert all(t.embedding.size == 0 and len(t.frame_indices) == 30 for t in listed)
     assert state.embeddings([("a2", 0), ("a1", 1)], MODEL).shape == (2, C, P)
+
+
+# -- the compact index over a larger archive ------------------------------------------------------
+
+# 16 PCA dimensions, 4 bits each: coarse enough to need the margin, fine enough for a stable test
+SMALL_SPEC = CompactSpec(reduced_dim=16, subquantizers=16, shortlist=4, train_size=1024)
+PEOPLE = RNG.normal(size=(60, C, P)).astype(np.float32)
+
+
+def crowd_file(sha: str, people: np.ndarray) -> FileOutcome:
+    """A video with a track of each of `people` (indices into PEOPLE), each a noisy walk of theirs."""
+    noise = np.random.default_rng(abs(hash(sha)) % 2**32)
+    return outcome(sha, [(PEOPLE[p] + 0.25 * noise.normal(size=(C, P))).astype(np.float32) for p in people])
+
+
+@pytest.fixture
+def crowd(tmp_path) -> RescoreState:
+    """12 videos x 100 tracks (1,200: enough for the index to learn its compression), each at its own hour."""
+    picks = np.random.default_rng(11)
+    with RescoreState(tmp_path / "crowd.state.sqlite") as state:
+        for n in range(12):
+            state.save(crowd_file(f"c{n:02d}", picks.integers(0, len(PEOPLE), 100)))
+        state.replace_sources([SourceFacts(f"/crowd/{n:02d}.avi", f"c{n:02d}", f"cam{n % 3}", T0 + timedelta(hours=n),
+                                           "path") for n in range(12)])
+        yield state
+
+
+def exhaustive(state: RescoreState, walks: SubjectWalks, threshold: float) -> set[tuple[str, int]]:
+    """Every (video, track) at or above the threshold, by the contract's similarity over all tracks."""
+    keys, embeddings = zip(*[((sha, t.track_id), t.embedding) for sha, t in state.iter_tracks(MODEL)])
+    best = similarities(np.stack(embeddings), walks.embeddings).max(axis=1)
+    videos_of = {s.sha256: s.path for s in state.sources()}
+    return {(videos_of[sha], track) for (sha, track), score in zip(keys, best) if score >= threshold}
+
+
+def found_keys(found) -> set[tuple[str, int]]:
+    return {(s.track.video, s.track.track_id) for s in found}
+
+
+def test_the_compact_index_finds_what_exhaustive_search_finds(crowd):
+    archive = ArchiveTracks.load(crowd, MODEL, SMALL_SPEC)
+    index = archive.search.index
+    assert index.trained and index.ntotal == 1200 and index.memory_bytes() < 1200 * C * P * 4
+    for person in range(5):
+        walks = SubjectWalks(f"p{person}", "", MODEL, np.array([person]), PEOPLE[person][None])
+        for threshold in (0.6, 0.8):
+            expected = exhaustive(crowd, walks, threshold)
+            found = find_sightings(archive, walks, threshold=threshold, limit=MAX_LIMIT)
+            assert found_keys(found) == expected  # far more than the shortlist of 4: it grew
+            assert [s.track.start_time for s in found] == sorted(s.track.start_time for s in found)
+        assert len(expected) > SMALL_SPEC.shortlist
+
+
+def test_the_index_follows_the_state(crowd):
+    ArchiveTracks.load(crowd, MODEL, SMALL_SPEC)
+    path = sightings_index_path(crowd, MODEL)
+    assert path.is_file()
+    walks = SubjectWalks("p0", "", MODEL, np.array([0]), PEOPLE[0][None])
+    crowd.save(crowd_file("new", np.array([0, 0, 1])))  # a new video with two walks of person 0: added
+    crowd.replace_sources([*crowd.sources(), SourceFacts("/crowd/new.avi", "new", "cam9", T0, "path")])
+    archive = ArchiveTracks.load(crowd, MODEL, SMALL_SPEC)
+    assert archive.search.index.ntotal == 1203 and CompactIndex.load(path)[0].ntotal == 1203  # saved again
+    found = found_keys(find_sightings(archive, walks, threshold=0.6, limit=MAX_LIMIT))
+    assert {("/crowd/new.avi", 0), ("/crowd/new.avi", 1)} <= found == exhaustive(crowd, walks, 0.6)
+    crowd.save(crowd_file("c00", np.array([2, 3])))  # c00 processed again: its 100 tracks are now two
+    archive = ArchiveTracks.load(crowd, MODEL, SMALL_SPEC)
+    assert archive.search.index.ntotal == 1203 - 100 + 2
+    assert found_keys(find_sightings(archive, walks, threshold=0.6, limit=MAX_LIMIT)) == exhaustive(crowd, walks, 0.6)
+    path.write_bytes(b"torn")
+    rebuilt = ArchiveTracks.load(crowd, MODEL, SMALL_SPEC)
+    assert rebuilt.search.index.ntotal == archive.search.index.ntotal
+    assert found_keys(find_sightings(rebuilt, walks, threshold=0.6, limit=MAX_LIMIT)) == exhaustive(crowd, walks, 0.6)
