@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import supervision as sv
 
 from service.pipeline.align import align_sequence, align_to_64x64
 from service.pipeline.config import PipelineConfig, TrackerConfig
@@ -34,10 +35,11 @@ from service.pipeline.decode import (
 from service.pipeline.errors import NoPersonError, TooFewFramesError
 from service.pipeline.pipeline import effective_fps, touches_border
 from service.pipeline.segment_bgsub import BgSubConfig, _Kernels, _spread
-from service.pipeline.track import _ROW, _to_supervision, make_byte_tracker
+from service.pipeline.track import make_byte_tracker
 from service.pipeline.types import AlignedSequence, Clip
 
 _SHADOW_VALUE = 127
+_ROW = "row"  # sv.Detections.data key: the detection's row in its frame
 
 
 @dataclass
@@ -193,6 +195,16 @@ def _mask_box(mask: np.ndarray):
     if not len(rows):
         return None
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _to_supervision(frame: LegacyDetections) -> sv.Detections:
+    count = len(frame.boxes)
+    return sv.Detections(
+        xyxy=np.asarray(frame.boxes, np.float32).reshape(count, 4),
+        confidence=np.asarray(frame.scores, np.float32).reshape(count),
+        class_id=np.zeros(count, dtype=int),
+        data={_ROW: np.arange(count)},
+    )
 
 
 def legacy_tracks(detections: list[LegacyDetections], frame_indices: np.ndarray, fps: float,

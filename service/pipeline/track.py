@@ -1,10 +1,12 @@
 """Per-frame person detections -> tracks, with supervision's ByteTrack.
 
 ByteTrack associates boxes frame to frame (Kalman-predicted IoU, with a second pass over low-score
-boxes). It returns the detections it matched; each carries its row number in the frame's
-detections (sv.Detections.data), through which the track picks up the segmenter's own box and mask.
-Masks are not handed to ByteTrack itself: it does not use them and would copy them every frame; a
-track only refers to its frames' masks (`types.Mask`), it never copies their pixels.
+boxes). Each frame's boxes and scores go to its tensor entry point, and the tracks it returns are
+matched back to the frame's detection rows as `update_with_detections` does (IoU, one-to-one, at
+least 0.5), through which the track picks up the segmenter's own box and mask: the same tracks,
+without building and filtering supervision's `Detections` every frame (a third of the tracking
+time). Masks are not handed to ByteTrack at all: a track only refers to its frames' masks
+(`types.Mask`), it never copies their pixels.
 
 Tracks that cannot carry a gait are dropped: too few frames for a gait cycle, or a person too
 small for a meaningful silhouette (median box height under the limit).
@@ -22,12 +24,13 @@ from collections import defaultdict
 
 import numpy as np
 import supervision as sv
+from supervision.detection.utils.iou_and_nms import box_iou_batch
+from supervision.tracker.byte_tracker.matching import linear_assignment
 
 from service.pipeline.config import TrackerConfig
 from service.pipeline.types import FrameDetections, Mask, Masks, Track
 
 DEFAULT_TRACKER = TrackerConfig()
-_ROW = "row"  # sv.Detections.data key: the detection's row in its FrameDetections
 
 
 def make_byte_tracker(config: TrackerConfig, fps: float) -> sv.ByteTrack:
@@ -72,11 +75,8 @@ def associate(
     tracker = make_byte_tracker(config, fps)
     per_track: dict[int, list[tuple[int, np.ndarray, Mask]]] = defaultdict(list)
     for position, frame in enumerate(detections):
-        tracked = tracker.update_with_detections(_to_supervision(frame))
-        if len(tracked) == 0 or tracked.tracker_id is None:
-            continue
-        for row, track_id in zip(tracked.data[_ROW], tracked.tracker_id):
-            per_track[int(track_id)].append((position, frame.boxes[row], frame.masks[row]))
+        for row, track_id in _tracked_rows(tracker, frame):
+            per_track[track_id].append((position, frame.boxes[row], frame.masks[row]))
     size = detections[0].masks.frame_size if detections else (0, 0)
     return [_build_track(track_id, items, frame_indices, size) for track_id, items in per_track.items()]
 
@@ -87,14 +87,21 @@ def filter_tracks(tracks: list[Track], config: TrackerConfig = DEFAULT_TRACKER) 
     return sorted(kept, key=lambda t: (-len(t.positions), t.track_id))
 
 
-def _to_supervision(frame: FrameDetections) -> sv.Detections:
+def _tracked_rows(tracker: sv.ByteTrack, frame: FrameDetections) -> list[tuple[int, int]]:
+    """(detection row, track id) of this frame's detections that ByteTrack follows: what
+    `update_with_detections` reports, matched the same way."""
     count = len(frame.boxes)
-    return sv.Detections(
-        xyxy=np.asarray(frame.boxes, np.float32).reshape(count, 4),
-        confidence=np.asarray(frame.scores, np.float32).reshape(count),
-        class_id=np.zeros(count, dtype=int),
-        data={_ROW: np.arange(count)},
-    )
+    tensors = np.empty((count, 5), np.float32)
+    tensors[:, :4] = np.asarray(frame.boxes, np.float32).reshape(count, 4)
+    tensors[:, 4] = np.asarray(frame.scores, np.float32).reshape(count)
+    tracks = tracker.update_with_tensors(tensors)
+    if not tracks:
+        return []
+    ious = box_iou_batch(tensors[:, :4], np.asarray([track.tlbr for track in tracks]))
+    matches, _, _ = linear_assignment(1 - ious, 0.5)
+    unassigned = tracker.external_id_counter.NO_ID  # a track not yet confirmed has no id to report
+    return sorted((int(row), int(tracks[col].external_track_id)) for row, col in matches
+                  if tracks[col].external_track_id != unassigned)
 
 
 def _build_track(track_id: int, items: list[tuple[int, np.ndarray, Mask]], frame_indices: np.ndarray,

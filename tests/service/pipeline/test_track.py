@@ -102,3 +102,41 @@ def test_nobody():
 def test_lengths_must_match():
     with pytest.raises(ValueError):
         track_people([FrameDetections.empty(H, W)] * 3, np.arange(4))
+
+
+def test_tracks_are_those_supervision_reports_through_its_detections_api():
+    """The tensor entry point plus matching back to rows gives what `update_with_detections` reports:
+    crossing walkers, a late entrant, gaps, jittered boxes, low scores and a spurious box."""
+    import supervision as sv
+
+    from service.pipeline.track import make_byte_tracker
+
+    rng = np.random.default_rng(7)
+    frames = []
+    for t in range(60):
+        people = [walk(t, 10, 4), walk(t, 270, -3, y=80, height=100)]
+        if t >= 20:
+            people.append(walk(t - 20, 150, 1, y=40, height=90))
+        if t % 17 == 5:
+            people = people[1:]  # a missed detection
+        if t % 11 == 3:
+            people.append((200.0, 10.0, 215.0, 40.0))  # noise
+        boxes = np.asarray(people, np.float32) + rng.normal(0, 1.5, (len(people), 4)).astype(np.float32)
+        scores = rng.uniform(0.15, 0.95, len(people)).astype(np.float32)
+        frames.append(FrameDetections(boxes, scores, np.zeros((len(people), H, W), bool)))
+    config = TrackerConfig()
+    expected: dict[int, list[tuple[int, int]]] = {}
+    tracker = make_byte_tracker(config, 25.0)
+    for position, frame in enumerate(frames):
+        detections = sv.Detections(xyxy=frame.boxes, confidence=frame.scores, class_id=np.zeros(len(frame.boxes), int),
+                                   data={"row": np.arange(len(frame.boxes))})
+        tracked = tracker.update_with_detections(detections)
+        for row, track_id in zip(tracked.data.get("row", []), tracked.tracker_id if len(tracked) else []):
+            expected.setdefault(int(track_id), []).append((position, int(row)))
+    tracks = associate(frames, fps=25.0, config=config)
+    assert len(expected) >= 3
+    assert {t.track_id for t in tracks} == set(expected)
+    for track in tracks:
+        rows = expected[track.track_id]
+        np.testing.assert_array_equal(track.positions, [p for p, _ in rows])
+        np.testing.assert_array_equal(track.boxes, np.stack([frames[p].boxes[r] for p, r in rows]))
