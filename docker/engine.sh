@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Test convenience for `make docker-test`, not part of the product: make sure a Docker engine answers.
 # If none does and this machine allows it (root, dockerd installed), start one the way these CI
-# machines need: vfs storage, no bridge or iptables (containers and builds use the host's network).
+# machines need: no bridge or iptables (containers and builds use the host's network), and the
+# storage driver dockerd picks (overlay2 where the kernel mounts overlay, else vfs, which stores every
+# layer as a full copy; GAITID_DOCKER_STORAGE_DRIVER=vfs forces it).
 # The product never starts or changes a Docker engine on a user's machine.
 #
 #   docker/engine.sh start   prints "running" (an engine answered) or "started" (this script started one)
 #   docker/engine.sh stop    stops the engine only if this script started it
 #
-# GAITID_DOCKER_ROOT (default /var/lib/gaitid-docker) holds the engine's images and volumes; delete it
-# to get the disk back (vfs stores every layer as a full copy).
+# GAITID_DOCKER_ROOT (default /var/lib/gaitid-docker) holds the engine's images, build cache and
+# volumes: delete it (engine stopped) to get the disk back.
 set -euo pipefail
 
 ROOT=${GAITID_DOCKER_ROOT:-/var/lib/gaitid-docker}
-PIDFILE=$ROOT/dockerd.pid
+# Run-time state (sockets, network namespace mounts) apart from the data, so that deleting the data
+# root never meets a mount point.
+EXEC_ROOT=/run/gaitid-docker
+PIDFILE=$EXEC_ROOT/dockerd.pid
 LOG=$ROOT/dockerd.log
 
 answers() { timeout 10 docker info >/dev/null 2>&1; }
@@ -24,10 +29,11 @@ start() {
              "apt-get install docker.io)" >&2
         return 1
     fi
-    mkdir -p "$ROOT/data" "$ROOT/exec"
+    mkdir -p "$ROOT/data" "$EXEC_ROOT"
     # setsid: the engine outlives the make recipe's shell; stop() ends it by its pid file.
-    setsid dockerd --storage-driver=vfs --iptables=false --ip-masq=false --bridge=none \
-        --data-root "$ROOT/data" --exec-root "$ROOT/exec" --pidfile "$PIDFILE" \
+    setsid dockerd ${GAITID_DOCKER_STORAGE_DRIVER:+--storage-driver="$GAITID_DOCKER_STORAGE_DRIVER"} \
+        --iptables=false --ip-masq=false --bridge=none \
+        --data-root "$ROOT/data" --exec-root "$EXEC_ROOT" --pidfile "$PIDFILE" \
         >"$LOG" 2>&1 </dev/null &
     for _ in $(seq 60); do
         if answers; then echo started; return; fi
@@ -44,7 +50,11 @@ stop() {
     pid=$(cat "$PIDFILE")
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 30); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            # dockerd leaves its host network namespace mounted.
+            umount "$EXEC_ROOT"/netns/* 2>/dev/null || true
+            return 0
+        fi
         sleep 1
     done
     echo "dockerd ($pid) still running after 30 s" >&2
