@@ -96,8 +96,9 @@ class PipelineConfig:
     # the service feeds the network 64x44.
     full_width: bool = False
     # Decode straight to the segmenter's working resolution (FFmpeg shrinks while converting). False:
-    # full-size frames that the segmenter shrinks with OpenCV, ~1.5x slower at 720p, giving the
-    # silhouettes of the releases before issue 16 (mean IoU 1.0000 on the shared clips). Background
+    # full-size frames that the segmenter shrinks with OpenCV, ~1.5x slower at 720p, giving (with the
+    # background model on whole frames, `BgSubConfig(tile_side=None)`) the silhouettes of the
+    # releases before issue 16 (mean IoU 1.0000 on the shared clips). Background
     # subtraction on hand-held footage is so sensitive to exact pixel values that the two shrinks
     # (about a grey level apart) give per-frame silhouettes agreeing to a mean IoU of ~0.9, of equal
     # quality where the truth is known (tests/service/pipeline/test_working_resolution.py).
