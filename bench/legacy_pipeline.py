@@ -107,14 +107,20 @@ def legacy_decode(path: str | Path, config: PipelineConfig, *, opencv_rgb: bool 
 class LegacyBackgroundSubtraction:
     """The old segmenter: OpenCV INTER_AREA shrink of full-size frames, frame-sized masks."""
 
-    def __init__(self, background: np.ndarray | None = None):
+    def __init__(self, background: np.ndarray | None = None, noise: int = 0):
+        """noise: not the old path; grey levels of uniform noise (integers in [-noise, noise], fixed seed)
+        added to the clip's frames at the working size, where the background model sees them."""
         self.config = BgSubConfig()
         self.background = background
+        self.noise = noise
 
     def segment(self, frames: np.ndarray) -> list[LegacyDetections]:
         height, width = frames.shape[1:3]
         scale = min(1.0, self.config.work_side / max(height, width))
         small = _resize_frames(frames, scale)
+        if self.noise:
+            noise = np.random.default_rng(0).integers(-self.noise, self.noise + 1, small.shape, dtype=np.int16)
+            small = np.clip(small + noise, 0, 255).astype(np.uint8)
         subtractor = self._warmed_up_subtractor(small)
         kernels = _Kernels.for_height(small.shape[1], self.config)
         min_height = self.config.min_person_height * scale
@@ -233,11 +239,11 @@ def legacy_tracks(detections: list[LegacyDetections], frame_indices: np.ndarray,
 
 
 def legacy_process(path: str | Path, config: PipelineConfig, background: np.ndarray | None = None, *,
-                   opencv_rgb: bool = False) -> tuple[list[AlignedSequence], int]:
+                   opencv_rgb: bool = False, noise: int = 0) -> tuple[list[AlignedSequence], int]:
     """The old whole path without depth or embedding: decode, segment, track, drop border frames, align.
-    opencv_rgb: see `legacy_decode`."""
+    opencv_rgb: see `legacy_decode`; noise: see `LegacyBackgroundSubtraction` (both off: the old path)."""
     clip = legacy_decode(path, config, opencv_rgb=opencv_rgb)
-    detections = LegacyBackgroundSubtraction(background=background).segment(clip.frames)
+    detections = LegacyBackgroundSubtraction(background=background, noise=noise).segment(clip.frames)
     tracks = legacy_tracks(detections, clip.frame_indices, effective_fps(clip), config.tracker)
     if not tracks:
         raise NoPersonError("Nobody was found walking in the clip.")

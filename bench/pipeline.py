@@ -17,9 +17,11 @@ a change in the machine's load hits every row alike; the median is reported):
   its detections mean nothing).
 Agreement: per clip, the mean IoU of the aligned silhouettes of the frames both paths aligned (tracks
 paired by shared frames) and the share of frames both aligned; `shared` runs it on every shared clip.
-Beside it, the yardstick: today's path against itself when only the YUV->RGB conversion of the same
-decoded pictures changes (OpenCV's instead of swscale's, about a grey level apart, equally correct):
-how far background subtraction's silhouettes move for a change nobody would call a change.
+Beside it, two yardsticks: today's path against itself when only the YUV->RGB conversion of the same
+decoded pictures changes (OpenCV's instead of swscale's, about a grey level apart at full size,
+equally correct), and when +-1 grey level of uniform noise is added to the frames at the working size
+(mean |change| 0.67, less than the 0.5-1.1 between the two paths' shrinks there): how far background
+subtraction's silhouettes move for changes nobody would call a change.
 
 Wall and CPU time are both reported: on a shared machine wall time inflates with the load, the
 process's CPU time much less (every row runs on one thread, so CPU time is the work done).
@@ -223,6 +225,7 @@ def time_rows(rows: list[Row], repeat: int) -> None:
 class ClipAgreement:
     clip: str
     yardstick: Agreement | None = None  # today vs today with OpenCV's YUV->RGB: the method's own wobble
+    noise_yardstick: Agreement | None = None  # today vs today with +-1 grey level at the working size
     now: Agreement | None = None
     whole_frames: Agreement | None = None  # now, the background model on whole frames
     exact: Agreement | None = None  # exact mode: full-size decoding and whole frames
@@ -235,11 +238,12 @@ def compare(path: Path, config: PipelineConfig) -> tuple[ClipAgreement, list[Ali
         today, _ = legacy_process(path, config, background)
     except PipelineError as exc:
         return ClipAgreement(path.name, note=f"today's path: {exc.message}"), [], []
-    try:
-        yardstick = agreement(today, legacy_process(path, config, background, opencv_rgb=True)[0])
-    except PipelineError:
-        yardstick = Agreement(0.0, 0, sum(len(s.frame_indices) for s in today), 0)
-    result = ClipAgreement(path.name, yardstick)
+    result = ClipAgreement(path.name)
+    for name, change in (("yardstick", {"opencv_rgb": True}), ("noise_yardstick", {"noise": 1})):
+        try:
+            setattr(result, name, agreement(today, legacy_process(path, config, background, **change)[0]))
+        except PipelineError:  # today's path finds nobody after the change: it agrees on nothing
+            setattr(result, name, Agreement(0.0, 0, sum(len(s.frame_indices) for s in today), 0))
     try:
         now = new_pipeline(config, background).process(path).sequences
         result.now = agreement(today, now)
@@ -301,14 +305,15 @@ def summary(rows: list[Row]) -> list[str]:
 
 def format_agreement(results: list[ClipAgreement]) -> str:
     """Mean IoU (share of frames both aligned) per clip and comparison, all against today's path."""
-    lines = ["| clip | yardstick: today, other YUV->RGB | now | now, model on whole frames | exact mode |",
-             "|---|---:|---:|---:|---:|"]
+    header = ("| clip | yardstick: today, other YUV->RGB | yardstick: today, +-1 at working size | now "
+              "| now, model on whole frames | exact mode |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|"]
 
     def cell(result: Agreement | None) -> str:
         return "–" if result is None else f"{result.mean_iou:.3f} ({result.coverage:.0%})"
 
     for r in results:
-        cells = [cell(r.yardstick), cell(r.now), cell(r.whole_frames), cell(r.exact)]
+        cells = [cell(r.yardstick), cell(r.noise_yardstick), cell(r.now), cell(r.whole_frames), cell(r.exact)]
         lines.append(f"| {r.clip} | {' | '.join(cells)} |" + (f" {r.note}" if r.note else ""))
     return "\n".join(lines)
 
@@ -371,7 +376,8 @@ def main() -> None:
         "summary": summary(rows),
         "agreement": [{"clip": a.clip, "note": a.note,
                        **{f"{what}_{field}": getattr(getattr(a, what), field)
-                          for what in ("yardstick", "now", "whole_frames", "exact") if getattr(a, what) is not None
+                          for what in ("yardstick", "noise_yardstick", "now", "whole_frames", "exact")
+                          if getattr(a, what) is not None
                           for field in ("mean_iou", "coverage")}} for a in agreements],
     }, indent=2))
     print(f"pipeline.json and strips in {OUT}")
