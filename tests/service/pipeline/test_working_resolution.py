@@ -12,10 +12,16 @@ Tolerances (measured values in bench/pipeline.py's output and the report of issu
   mean IoU >= 0.95 on a clean synthetic 720p walk (measured 0.972: most frames 0.99, a few 0.82 where
   a leg's thin tip is in or out and the whole 64-px silhouette is rescaled). On hand-held phone
   footage background subtraction is so sensitive to exact pixel values that the path before
-  disagrees with itself (mean IoU 0.95-0.97) when a grey level of noise is added to its input; there
-  the two shrinks agree to ~0.90 (>= 0.85 asserted), so the test that matters is quality: on
+  disagrees with itself (mean IoU 0.95-0.97) when a grey level of noise is added to its full-size
+  input, 0.89-0.92 when it is added where the background model looks (the working size, where the
+  two shrinks differ by 0.5-1.1 grey levels on average); there the two paths agree to 0.90-0.92, at
+  least as well as that (asserted on demo1, less 0.01), and the test that matters is quality: on
   CASIA-B walks re-encoded at 960x720, the silhouettes match CASIA-B's own as well as the path
-  before does (within 0.01 IoU).
+  before does (within 0.01 IoU);
+- the background model only where something moves (the default) against the model on whole
+  frames: tiles skip the slow background update where nothing moves near them, mean IoU 0.975-0.999
+  on the shared clips, 0.988 on the synthetic walks (>= 0.97 asserted); with `tile_side=None` the
+  masks are those of the whole-frame model exactly.
 """
 
 from __future__ import annotations
@@ -293,6 +299,10 @@ def test_phone_clip_agreement(videos_dir):
     now = agreement(before, pipeline(config).process(clip).sequences)
     assert full_size.mean_iou >= 0.999 and full_size.coverage >= 0.98, full_size
     assert now.mean_iou >= 0.85 and now.coverage >= 0.9, now
+    # The stated tolerance: no further from today's than today's path is from itself with +-1 grey level
+    # of noise where its background model looks (measured 0.890, seeds 0.882-0.890; now 0.901), less 0.01.
+    yardstick = agreement(before, legacy_process(clip, config, noise=1)[0])
+    assert now.mean_iou >= yardstick.mean_iou - 0.01, (now, yardstick)
 
 
 def reencode_720(source: Path, target: Path) -> Path:
