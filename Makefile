@@ -66,7 +66,7 @@ lint: setup-dev
 # public one cannot be pulled. The builds' pip trusts the CAs this machine trusts (GAITID_EXTRA_CA,
 # a build secret): builds share the host's network, TLS-intercepting proxy included.
 GAITID_EXTRA_CA ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
-docker-test: setup-dev
+docker-test: $(VENV)/.dev
 	@set -e; engine=$$(docker/engine.sh start); echo "docker engine: $$engine"; status=0; \
 	base=$$(docker/base-image.sh) || status=$$?; echo "base image: $$base"; \
 	if [ $$status = 0 ]; then GAITID_DOCKER_TEST=1 GAITID_PYTHON_IMAGE=$$base GAITID_EXTRA_CA=$(GAITID_EXTRA_CA) \
