@@ -199,13 +199,18 @@ def sightings_index_path(state: RescoreState, model_id: str) -> Path:
     return state.path.with_name(f"{state.path.name}.sightings-{model_id}.idx")
 
 
-def sync_index(state: RescoreState, model_id: str, spec: CompactSpec | None = None) -> tuple[CompactIndex, float]:
-    """The compact index of every track of `model_id` in the state, brought up to date, and its
-    shortlist margin: loaded from its file, tracks gone removed, new (or re-processed) ones added,
-    the margin measured again when the index learnt its compression or doubled since, saved again
-    when anything changed; built from scratch when there is no usable file."""
+def sync_index(state: RescoreState, model_id: str, current: np.ndarray,
+               spec: CompactSpec | None = None) -> tuple[CompactIndex, float]:
+    """The compact index of the state's tracks of `model_id` (`current`: their row ids), brought up
+    to date, and its shortlist margin.
+
+    Loaded from its file; tracks new since (or whose file was processed again) are added. Tracks
+    gone are not removed: their ids drop out at search time (`state_vectors` finds no row), because
+    vectors added to a trained fast-scan index after a removal get lost (gallery.compact_index,
+    faiss 1.x); the index is rebuilt instead once such dead entries are a quarter of it. The margin
+    is measured again when the index learnt its compression or doubled since. Saved when anything
+    changed; built from scratch when there is no usable file."""
     path = sightings_index_path(state, model_id)
-    current = np.array(sorted(t.rowid for _, t in state.iter_tracks(model_id, embeddings=False)), np.int64)
     synced_at = state.last_processed_at(model_id) or ""
     index, header = None, {}
     if path.is_file():
@@ -216,25 +221,22 @@ def sync_index(state: RescoreState, model_id: str, spec: CompactSpec | None = No
         except IndexFileError as exc:
             log.warning("rebuilding the sightings index %s: %s", path, exc)
             index, header = None, {}
-    if index is None:
-        index = _build(state, model_id, current, spec)
-        changed = True
-    else:
-        held = np.sort(index.ids())
+    changed = index is None
+    if index is not None:
+        held = np.unique(index.ids())
         redone = np.array(state.rowids_processed_since(model_id, str(header.get("synced_at") or "")), np.int64)
-        stale = np.union1d(np.setdiff1d(held, current), np.intersect1d(redone, held))
         fresh = np.union1d(np.setdiff1d(current, held), np.intersect1d(redone, current))
-        if len(stale) and index.trained:
-            # Vectors added to a trained fast-scan index after a removal are mis-encoded (seen with
-            # faiss 1.x, gallery.compact_index): tracks only vanish when files are processed again,
-            # so the index is rebuilt then instead.
-            index = _build(state, model_id, current, spec)
-            header = {}
+        dead = len(np.setdiff1d(held, current)) + len(np.intersect1d(redone, held)) + int(header.get("dead", 0))
+        if dead > index.ntotal // 4:
+            index, header, changed = None, {}, True
         else:
-            index.remove(stale)
             for ids, vectors in _vector_chunks(state, model_id, fresh):
                 index.add(ids, vectors)
-        changed = bool(len(stale) or len(fresh)) or header.get("synced_at") != synced_at
+            changed = bool(len(fresh)) or header.get("synced_at") != synced_at
+            header["dead"] = dead if changed else int(header.get("dead", 0))
+    if index is None:
+        index = _build(state, model_id, current, spec)
+        header = {"dead": 0}
     if index is None:  # no track of this model at all
         return CompactIndex(1, spec or INDEX_SPEC), 0.0
     margin, calibrated_at = float(header.get("margin", 0.0)), int(header.get("calibrated_at", 0))
@@ -246,7 +248,7 @@ def sync_index(state: RescoreState, model_id: str, spec: CompactSpec | None = No
     if changed:
         try:
             index.save(path, {"model_id": model_id, "synced_at": synced_at, "margin": margin,
-                              "calibrated_at": calibrated_at})
+                              "calibrated_at": calibrated_at, "dead": int(header.get("dead", 0))})
         except OSError as exc:  # a read-only archive: search from memory, rebuild next time
             log.warning("the sightings index cannot be saved to %s: %s", path, exc)
     return index, margin
@@ -323,7 +325,9 @@ class ArchiveTracks:
         wanted = {s.sha256 for s in sources}
         files = state.files(wanted, model_id)
         content: dict[str, list[StoredTrack]] = {}
+        rowids = []  # every track of the model, listed or not: what the index holds
         for sha, stored in state.iter_tracks(model_id, embeddings=False):
+            rowids.append(stored.rowid)
             if sha in wanted:
                 content.setdefault(sha, []).append(stored)
         tracks = []
@@ -339,7 +343,7 @@ class ArchiveTracks:
                     start_time=_at(source.recorded_at, first, fps), end_time=_at(source.recorded_at, last, fps),
                     time_source=source.time_source, first_frame=first, last_frame=last, frames=len(frames), fps=fps,
                     box=box, row=stored.rowid))  # type: ignore[arg-type]
-        index, margin = sync_index(state, model_id, spec)
+        index, margin = sync_index(state, model_id, np.array(sorted(rowids), np.int64), spec)
         return cls(model_id, tracks, CompactTrackSearch(index, state_vectors(state, model_id), margin))
 
     def cameras(self) -> list[str]:
