@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +48,7 @@ from service.rescore.store import RescoreState, StoredTrack, find_state
 log = logging.getLogger("gaitid.rescore")
 
 MAX_LIMIT = 10_000
+RELOAD_S = 30.0  # the service reloads a changed archive at most this often
 # The shortlist margin: how far below its exact score a track's compressed score may lie. Measured
 # on each index when it learns its compression (`calibrate_margin`: the largest shortfall among the
 # nearest neighbours of sampled tracks, plus MARGIN_SLACK); on the shipped model's real CASIA-B
@@ -352,21 +354,24 @@ class ArchiveTracks:
 
 class SightingsArchive:
     """A re-scoring state opened for many queries (the service): each model's tracks are loaded once
-    and again after the state changes (a re-scoring run's commit). Thread-safe."""
+    and again after the state changed (a re-scoring run commits each file), at most every
+    `reload_s` seconds so a running job does not make every query reload. Thread-safe."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, reload_s: float = RELOAD_S):
         self.state = RescoreState(find_state(path))
+        self.reload_s = reload_s
         self._lock = threading.Lock()
-        self._loaded: dict[str, tuple[int, ArchiveTracks]] = {}
+        self._loaded: dict[str, tuple[int, float, ArchiveTracks]] = {}
 
     def tracks(self, model_id: str) -> ArchiveTracks:
         with self._lock:
             version = self.state.data_version()
             cached = self._loaded.get(model_id)
-            if cached is None or cached[0] != version:
-                cached = (version, ArchiveTracks.load(self.state, model_id))
-                self._loaded = {model_id: cached}  # one model's vectors held at a time
-            return cached[1]
+            stale = cached is not None and cached[0] != version and time.monotonic() - cached[1] >= self.reload_s
+            if cached is None or stale:
+                cached = (version, time.monotonic(), ArchiveTracks.load(self.state, model_id))
+                self._loaded = {model_id: cached}  # one model's tracks held at a time
+            return cached[2]
 
     def close(self) -> None:
         self.state.close()

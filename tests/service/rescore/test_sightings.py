@@ -287,3 +287,22 @@ def test_the_index_follows_the_state(crowd):
     rebuilt = ArchiveTracks.load(crowd, MODEL, SMALL_SPEC)
     assert rebuilt.search.index.ntotal == archive.search.index.ntotal
     assert found_keys(find_sightings(rebuilt, walks, threshold=0.6, limit=MAX_LIMIT)) == exhaustive(crowd, walks, 0.6)
+
+
+def test_the_service_reloads_a_changed_archive_at_most_every_reload_s(state, monkeypatch):
+    from service.rescore import sightings
+
+    clock = [1000.0]
+    monkeypatch.setattr(sightings.time, "monotonic", lambda: clock[0])
+    archive = sightings.SightingsArchive(state.path, reload_s=30)
+    first = archive.tracks(MODEL)
+    assert archive.tracks(MODEL) is first  # unchanged: the same
+    with RescoreState(state.path) as writer:  # another connection commits, as a running job does
+        writer.save(outcome("a4", [near(ALICE, 0.05)]))
+        writer.replace_sources([*writer.sources(), SourceFacts("/archive/camC/13.avi", "a4", "camC", T0, "path")])
+    clock[0] += 10
+    assert archive.tracks(MODEL) is first  # changed, but loaded 10 s ago
+    clock[0] += 25
+    reloaded = archive.tracks(MODEL)
+    assert reloaded is not first and len(reloaded.tracks) == len(first.tracks) + 1
+    archive.close()
