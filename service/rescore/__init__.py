@@ -4,9 +4,11 @@
     runner = LocalRunner(ExtractorSpec(pipeline_settings).build(), workers=3)
     summary = run_rescore("archive/", RescoreOptions(out=Path("results.jsonl")), runner, gallery)
 
-Modules: archive (listing, camera/time from paths, file stats), extract (one video -> tracks with
-embeddings), store (the resumable SQLite state), local (threads) and ray_runner (Ray Data) runners,
-results (records, scoring, JSONL/CSV/Parquet), job (run_rescore), report (HTML).
+Modules: archive (listing, camera/time from paths, file stats), sources (each video's camera and
+start time: folder mapping, path, container tag, mtime), extract (one video -> tracks with
+embeddings and pictures), store (the resumable SQLite state), local (threads) and ray_runner (Ray
+Data) runners, results (records, scoring, JSONL/CSV/Parquet), job (run_rescore), report (HTML),
+sightings (where and when an enrolled subject appears in the archive).
 """
 
 from service.rescore.archive import DEFAULT_PATH_PATTERNS, PathInfo, PathParser, list_archive
