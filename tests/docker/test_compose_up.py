@@ -56,9 +56,12 @@ class Compose:
             if passed in os.environ:
                 self.env[passed] = os.environ[passed]
 
+    def command(self, *args: str) -> list[str]:
+        return [*compose_command(), "-p", PROJECT, "-f", str(COMPOSE_FILE), "-f", str(OVERRIDE),
+                "--project-directory", str(REPO), "--profile", "cpu", *args]
+
     def __call__(self, *args: str, timeout: float = 300) -> str:
-        return run(*compose_command(), "-p", PROJECT, "-f", str(COMPOSE_FILE), "-f", str(OVERRIDE),
-                   "--project-directory", str(REPO), "--profile", "cpu", *args, timeout=timeout, env=self.env)
+        return run(*self.command(*args), timeout=timeout, env=self.env)
 
     def container(self) -> str:
         return self("ps", "-q", SERVICE).strip()
@@ -91,9 +94,9 @@ def compose(casia_clips):
     try:
         yield project
     finally:
-        logs = subprocess.run([*compose_command(), "-p", PROJECT, "logs", "--no-color", SERVICE], check=False,
-                              capture_output=True, text=True, timeout=60, env=project.env)
-        print(f"\n{SERVICE} log (end):\n{logs.stdout[-3000:]}")
+        logs = subprocess.run(project.command("logs", "--no-color", SERVICE), check=False, capture_output=True,
+                              text=True, timeout=60, env=project.env)
+        print(f"\n{SERVICE} log (end):\n{logs.stdout[-2000:]}{logs.stderr[-1000:]}")
         project("down", "-v", "--remove-orphans", timeout=120)
         subprocess.run(["docker", "rm", "-f", GPU_CONTAINER], check=False, capture_output=True)
         print("docker-test figures:", json.dumps(FIGURES, indent=1))
