@@ -93,12 +93,13 @@ def compose(casia_clips):
     project("down", "-v", "--remove-orphans")  # what an interrupted earlier run left
     try:
         yield project
-    finally:
-        logs = subprocess.run(project.command("logs", "--no-color", SERVICE), check=False, capture_output=True,
-                              text=True, timeout=60, env=project.env)
-        print(f"\n{SERVICE} log (end):\n{logs.stdout[-2000:]}{logs.stderr[-1000:]}")
+    finally:  # after a failure: the log, then the same teardown as the last step
+        if project.container():
+            logs = subprocess.run(project.command("logs", "--no-color", SERVICE), check=False, capture_output=True,
+                                  text=True, timeout=60, env=project.env)
+            print(f"\n{SERVICE} log (end):\n{logs.stdout[-2000:]}{logs.stderr[-1000:]}")
         project("down", "-v", "--remove-orphans", timeout=120)
-        subprocess.run(["docker", "rm", "-f", GPU_CONTAINER], check=False, capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "-v", GPU_CONTAINER], check=False, capture_output=True)
         print("docker-test figures:", json.dumps(FIGURES, indent=1))
 
 
@@ -118,10 +119,22 @@ def identify(client: httpx.Client, folder: Path, subject: str) -> dict:
 
 
 # == the steps, in order ===========================================================================
+def image_id(image: str) -> str | None:
+    result = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", image], check=False,
+                            capture_output=True, text=True, timeout=60)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def test_compose_builds_both_images(compose):
+    images = ("gaitid:cpu", "gaitid:gpu")
+    earlier = {image: image_id(image) for image in images}
     start = time.monotonic()
     compose("build", "gaitid", SERVICE, timeout=BUILD_TIMEOUT_S)
     FIGURES["build_both_s"] = round(time.monotonic() - start)
+    # An earlier run's images, now untagged, would pile up run after run (GBs): removed by id only.
+    for image, old_id in earlier.items():
+        if old_id and old_id != image_id(image):
+            subprocess.run(["docker", "image", "rm", old_id], check=False, capture_output=True, timeout=120)
     for variant in ("cpu", "gpu"):
         FIGURES[f"image_{variant}_mb"] = image_mb(f"gaitid:{variant}")
         config = json.loads(run("docker", "image", "inspect", "-f", "{{json .Config}}", f"gaitid:{variant}"))
@@ -201,10 +214,17 @@ def test_gpu_image_serves_on_the_cpu_provider_without_a_gpu(compose):
         assert any("CUDAExecutionProvider not usable here" in line for line in fallback), logs.stderr[-3000:]
         FIGURES["gpu_fallback_line"] = fallback[-1]
     finally:
-        subprocess.run(["docker", "rm", "-f", GPU_CONTAINER], check=False, capture_output=True)
+        inspected = subprocess.run(["docker", "inspect", "-f", "{{json .Mounts}}", GPU_CONTAINER], check=False,
+                                   capture_output=True, text=True, timeout=60)
+        mounts = json.loads(inspected.stdout) if inspected.returncode == 0 else []
+        # -v: its anonymous /data volume goes with it
+        subprocess.run(["docker", "rm", "-f", "-v", GPU_CONTAINER], check=False, capture_output=True, timeout=60)
+    left = run("docker", "volume", "ls", "-q").split()
+    assert not [m["Name"] for m in mounts if m["Type"] == "volume" and m["Name"] in left]
 
 
 def test_teardown_leaves_no_container_or_volume(compose):
+    print(f"\n{SERVICE} log (end):\n{compose('logs', '--no-color', SERVICE)[-2000:]}")
     compose("down", "-v", "--remove-orphans", timeout=120)
     label = f"label=com.docker.compose.project={PROJECT}"
     assert run("docker", "ps", "-aq", "--filter", label).strip() == ""
