@@ -195,16 +195,20 @@ def test_compose_passes_base_image_and_extra_ca_to_both_builds(tmp_path):
     ca = tmp_path / "corp-ca.pem"
     ca.write_text("not read by config\n")
     result = compose_config(COMPOSE_FILE, {"GAITID_PYTHON_IMAGE": "mirror.example/python:3.11-slim-bookworm",
+                                           "GAITID_PIP_INDEX_URL": "https://mirror.example/simple",
                                            "GAITID_EXTRA_CA": str(ca)}, "--profile", "cpu")
     assert result.returncode == 0, result.stderr
     model = json.loads(result.stdout)
     for name in ("gaitid", "gaitid-cpu"):
         build = model["services"][name]["build"]
-        assert build["args"] == {"PYTHON_IMAGE": "mirror.example/python:3.11-slim-bookworm"}
+        assert build["args"] == {"PYTHON_IMAGE": "mirror.example/python:3.11-slim-bookworm",
+                                 "PIP_INDEX_URL": "https://mirror.example/simple"}
         assert [s["source"] for s in build["secrets"]] == ["extra_ca"]
     assert model["secrets"]["extra_ca"]["file"] == str(ca)
     defaults = json.loads(compose_config(COMPOSE_FILE).stdout)
-    assert defaults["services"]["gaitid"]["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim-bookworm"}
+    # Unset: the public image, and an empty index URL, which pip reads as pypi.org.
+    assert defaults["services"]["gaitid"]["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim-bookworm",
+                                                               "PIP_INDEX_URL": ""}
     assert defaults["secrets"]["extra_ca"]["file"] == "/dev/null"  # no extra CA: an empty secret
 
 
