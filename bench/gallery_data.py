@@ -62,7 +62,7 @@ def embed_casiab(data: Path, model: Path, cache: Path) -> None:
     from service.pipeline.embed import OnnxEmbedder
 
     cache.mkdir(parents=True, exist_ok=True)
-    embedder = OnnxEmbedder(model, providers="cpu", threads=1)
+    embedder = OnnxEmbedder(model, providers="cpu", threads=1, max_batch_frames=16 * WINDOW_FRAMES)  # bounded memory
     by_subject: dict[str, list] = {}
     for info in list_sequences(data):
         by_subject.setdefault(info.subject, []).append(info)
@@ -164,7 +164,8 @@ class ChimeraGallery:
         """Search vectors of sequence ids [start, stop)."""
         ids = np.arange(start, stop)
         identities = np.unique(ids // PER_IDENTITY)
-        sources, cells = self.sources(identities), self.cells(identities, self.sources(identities))
+        sources = self.sources(identities)
+        cells = self.cells(identities, sources)
         position = ids // PER_IDENTITY - identities[0]
         return self.walk_vectors(sources[position], cells[position, ids % PER_IDENTITY])
 

@@ -1,125 +1,55 @@
-"""Gallery search time and memory at 10k / 100k / 1M enrolled sequences (one CPU thread).
+"""Gallery search at 100k / 1M / 10M enrolled sequences: the compact index against exhaustive search.
 
-Embeddings are synthetic but shaped like the real ones: (C, P) = (256, 16) per sequence, made
-per-part-normalised and flattened to 4096 float32 exactly as the gallery does
-(gaitid.contract.search_vectors). Subjects have 10 sequences each. Like a trained model's
-features, everyone shares a common component: sequence = common + 0.25 * identity + 0.7 * noise
-(all standard normal), so a genuine pair scores 0.682 +- 0.007 and an impostor pair
-0.642 +- 0.008: identities are only ~5 impostor standard deviations apart, so quantisation
-errors show up in the ranking (e.g. PQ loses subjects at 100k).
-A query is a fresh sample of an enrolled subject.
+Galleries are built from REAL embeddings (bench/gallery_data.py: CASIA-B sub-windows embedded with
+the shipped model, recombined part by part into as many identities as the size needs; 10 walks
+per identity). Queries: fresh walks of enrolled identities (80 %) and of strangers (20 %).
 
-Index kinds:
-  flat  exact float32 inner product (gallery default)     16 KiB / sequence
-  fp16  float16 scalar quantiser (gallery index_kind)        8 KiB / sequence
-  sq8   8-bit scalar quantiser, trained on 10k vectors       4 KiB / sequence (bench only)
-  pq    product quantiser 256 x 8 bit, trained on 10k      256 B  / sequence (bench only)
-flat and fp16 run through gallery.index.VectorIndex (the product code); sq8 and pq are plain faiss.
+Per size, one CPU thread (OMP_NUM_THREADS=1, faiss.omp_set_num_threads(1)):
+  1. the gallery's full search vectors (float32, 16 KiB each) are written to a memory-mapped file
+     under --cache (the compact index re-ranks from it, as the gallery re-ranks from SQLite), and
+     exhaustive ground truth is computed chunk by chunk while writing (never all in memory);
+  2. exhaustive search (gallery.index.VectorIndex "flat", everything in memory) when it fits the
+     memory budget (--max-rss-gib), else reported as not fitting;
+  3. the compact index (gallery.compact_index, the gallery's index_kind "compact"): trained on the
+     first train_size vectors, built from the memmap, then queried one query at a time: compressed
+     shortlist + exact re-ranking with vectors read from the memmap. The file's pages are dropped
+     from the page cache before timing (posix_fadvise DONTNEED, this file only), so re-ranking
+     reads from disk.
 
-At 1M, flat needs 16 GiB: every kind whose index would not fit the memory budget (--max-rss-gib,
-default 12, and what the machine has available minus a margin) is skipped and says so; recall
-there is measured against exact top-k computed by streaming the data (no flat index needed).
+Reported: build time, memory (bytes/sequence of the index, RSS growth), ms/query (median and p95
+of single queries), agreement with exhaustive search: top-10 subjects identical (same subjects in
+the same order), the same decision at the model's threshold (known subject or unknown).
 
-Reported per size and kind: build time, index memory (RSS growth while building, and the codes'
-own size), single-query latency (median over --single queries), batch latency (--queries at once),
-recall@k of the top-k sequences and rank-1 agreement with the exact search.
-
-    python bench/gallery_search.py                       # 10k, 100k, 1M
-    python bench/gallery_search.py --sizes 10000 --kinds flat fp16
+    python bench/gallery_search.py --sizes 100000 1000000 --index compact
+    python bench/gallery_search.py --sizes 10000000 --index compact --no-memmap   # 10M: see --no-memmap
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import faiss
 import numpy as np
 
-from gaitid.contract import search_vectors
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.gallery_data import DEFAULT_CACHE, PER_IDENTITY, ChimeraGallery, RealWalks
+from gallery.compact_index import DEFAULT_SPEC, CompactIndex, CompactSpec
 from gallery.index import VectorIndex
 
-C, P = 256, 16
-DIM = C * P
-PER_SUBJECT = 10
-CHUNK = 10_000  # sequences generated (and added) at a time: 1000 subjects
-IDENTITY = 0.25
-NOISE = 0.7
 GIB = 1024**3
-BYTES_PER_VECTOR = {"flat": 4 * DIM, "fp16": 2 * DIM, "sq8": DIM, "pq": 256}
+CHUNK = 20_000  # sequences generated, written and scored at a time
+TOP_SUBJECTS = 10
+THRESHOLD = 0.7788  # the shipped model's calibrated open-set threshold (models/README.md)
 
 
-# -- synthetic data (deterministic per chunk, so it can be streamed twice) ----------------------
-def common_component(seed: int) -> np.ndarray:
-    return np.random.default_rng([seed, 12345]).standard_normal((C, P), dtype=np.float32)
-
-
-def chunk_centres(seed: int, chunk: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, chunk, 0])
-    identity = rng.standard_normal((CHUNK // PER_SUBJECT, C, P), dtype=np.float32)
-    return common_component(seed) + IDENTITY * identity
-
-
-def chunk_vectors(seed: int, chunk: int, count: int) -> np.ndarray:
-    centres = np.repeat(chunk_centres(seed, chunk), PER_SUBJECT, axis=0)[:count]
-    noise = np.random.default_rng([seed, chunk, 1]).standard_normal(centres.shape, dtype=np.float32)
-    return search_vectors(centres + NOISE * noise)
-
-
-def make_queries(seed: int, size: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fresh samples of `count` random enrolled subjects: (vectors, subject numbers)."""
-    rng = np.random.default_rng([seed, 999])
-    subjects = rng.choice(size // PER_SUBJECT, size=count, replace=False)
-    rows = []
-    for subject in subjects:
-        centre = chunk_centres(seed, subject * PER_SUBJECT // CHUNK)[subject % (CHUNK // PER_SUBJECT)]
-        rows.append(centre + NOISE * rng.standard_normal((C, P), dtype=np.float32))
-    return search_vectors(np.stack(rows)), subjects
-
-
-def chunks(size: int) -> range:
-    return range((size + CHUNK - 1) // CHUNK)
-
-
-# -- indexes ----------------------------------------------------------------------------------
-class FaissIndex:
-    """sq8 / pq: plain faiss with ids (the product supports flat and fp16 only)."""
-
-    def __init__(self, kind: str, training: np.ndarray):
-        if kind == "sq8":
-            base = faiss.IndexScalarQuantizer(DIM, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-        else:
-            base = faiss.IndexPQ(DIM, 256, 8, faiss.METRIC_INNER_PRODUCT)
-        base.train(training)
-        self.index = faiss.IndexIDMap2(base)
-        self._base = base
-
-    @property
-    def ntotal(self) -> int:
-        return self.index.ntotal
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.index.add_with_ids(vectors, ids)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(queries, k)
-
-    def memory_bytes(self) -> int:
-        return int((self._base.sa_code_size() + 8) * self.ntotal)
-
-
-def make_index(kind: str, seed: int) -> Any:
-    if kind in ("flat", "fp16"):
-        return VectorIndex(DIM, kind, device="cpu")  # type: ignore[arg-type]
-    return FaissIndex(kind, chunk_vectors(seed, 0, CHUNK))
-
-
-# -- measurement helpers ----------------------------------------------------------------------
 def rss_bytes(field: str = "VmRSS") -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -128,12 +58,23 @@ def rss_bytes(field: str = "VmRSS") -> int:
     return 0
 
 
-def available_bytes() -> int:
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def top_subjects(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[list[int], float]:
+    """Sequence hits (best first) -> the first k distinct identities and the best score, as the
+    gallery ranks subjects (gallery.namespace_state)."""
+    seen: list[int] = []
+    for sequence_id in ids.tolist():
+        if sequence_id < 0:
+            continue
+        subject = sequence_id // PER_IDENTITY
+        if subject not in seen:
+            seen.append(subject)
+            if len(seen) == k:
+                break
+    return seen, float(scores[0]) if len(scores) else -np.inf
 
 
 def merge_topk(scores: np.ndarray, ids: np.ndarray, new_scores: np.ndarray, new_ids: np.ndarray,
@@ -147,127 +88,228 @@ def merge_topk(scores: np.ndarray, ids: np.ndarray, new_scores: np.ndarray, new_
 @dataclass
 class Row:
     size: int
-    kind: str
+    index: str
     status: str = "ok"
     build_s: float = 0.0
+    bytes_per_sequence: float = 0.0
     rss_growth_gib: float = 0.0
-    codes_gib: float = 0.0
-    single_ms: float = 0.0
-    batch_ms: float = 0.0
-    batch_per_query_ms: float = 0.0
-    recall: float = float("nan")
-    rank1: float = float("nan")
-    score_error: float = float("nan")
-    correct: float = float("nan")
+    median_ms: float = 0.0
+    p95_ms: float = 0.0
+    top10_identical: float = float("nan")
+    decision_equal: float = float("nan")
+    known_decisions: float = float("nan")
 
 
-def plan_passes(kinds: list[str], size: int, budget: int) -> tuple[list[list[str]], list[str]]:
-    """One build pass per kind that fits the memory budget (so RSS growth is that kind's alone);
-    the rest are skipped."""
-    # faiss grows its code vector by doubling: while it copies, old + new buffers are resident,
-    # so the peak is ~1.3x the final codes at these sizes (measured growth is reported below).
-    fits = [k for k in kinds if BYTES_PER_VECTOR[k] * size * 1.35 <= budget]
-    return [[k] for k in fits], [k for k in kinds if k not in fits]
+class Prepared:
+    """A gallery of `size` sequences: memmap of its vectors (or generated rows), queries, truth."""
+
+    def __init__(self, size: int, args: argparse.Namespace, walks: RealWalks):
+        self.size = size
+        self.chimeras = ChimeraGallery(walks, seed=args.seed)
+        self.dim = walks.dim
+        rng = np.random.default_rng([args.seed, size, 7])
+        identities = size // PER_IDENTITY
+        enrolled = rng.choice(identities, int(args.queries * 0.8), replace=False)
+        strangers = identities + rng.choice(identities, args.queries - len(enrolled), replace=False)
+        self.queries = self.chimeras.fresh_walks(np.concatenate([enrolled, strangers]))
+        # Named by what they are made of: a cache with more subjects (or another model) is another gallery.
+        tag = f"{size}-{len(walks.subjects)}subjects-{walks.model_id}-seed{args.seed}"
+        self.path = args.cache / f"gallery-{tag}.npy" if args.memmap else None
+        truth_path = args.cache / f"truth-{tag}-q{args.queries}.npz"
+        k_truth = TOP_SUBJECTS * PER_IDENTITY  # enough sequences for the exact top-10 subjects
+        ready = truth_path.exists() and (self.path is None or self.path.exists())
+        if ready:
+            with np.load(truth_path) as z:
+                self.truth_scores, self.truth_ids = z["scores"], z["ids"]
+            return
+        started = time.perf_counter()
+        out = None
+        if self.path is not None:
+            out = np.lib.format.open_memmap(self.path.with_suffix(".tmp.npy"), "w+", np.float32, (size, self.dim))
+        scores = np.full((len(self.queries), k_truth), -np.inf, np.float32)
+        ids = np.full((len(self.queries), k_truth), -1, np.int64)
+        for start in range(0, size, CHUNK):
+            stop = min(size, start + CHUNK)
+            vectors = self.chimeras.sequences(start, stop)
+            if out is not None:
+                out[start:stop] = vectors
+            chunk_scores = self.queries @ vectors.T
+            top = np.argpartition(-chunk_scores, min(k_truth, stop - start) - 1, axis=1)[:, :k_truth]
+            scores, ids = merge_topk(scores, ids, np.take_along_axis(chunk_scores, top, 1), start + top, k_truth)
+        if out is not None:
+            out.flush()
+            del out
+            os.replace(self.path.with_suffix(".tmp.npy"), self.path)
+        np.savez(truth_path, scores=scores, ids=ids)
+        self.truth_scores, self.truth_ids = scores, ids
+        print(f"  {size:,}: vectors and exhaustive truth in {time.perf_counter() - started:.0f} s", flush=True)
+
+    def vectors(self) -> np.ndarray:
+        """The gallery's vectors: the memmap (read from disk), or rows generated on demand."""
+        if self.path is None:
+            raise RuntimeError("no memmap")
+        return np.load(self.path, mmap_mode="r")
+
+    def chunks(self):
+        source = self.vectors() if self.path is not None else None
+        for start in range(0, self.size, CHUNK):
+            stop = min(self.size, start + CHUNK)
+            rows = np.asarray(source[start:stop]) if source is not None else self.chimeras.sequences(start, stop)
+            yield np.arange(start, stop, dtype=np.int64), rows
+
+    def fetch(self):
+        """FullVectors reading the file (sorted ids -> rows), or regenerated rows without one. Reads
+        are announced first (posix_fadvise WILLNEED: the kernel fetches them in parallel), then read
+        with pread: one thread, no mapping kept (so dropping the page cache really drops them)."""
+        if self.path is not None:
+            offset = self.vectors().offset
+            row = 4 * self.dim
+            fd = os.open(self.path, os.O_RDONLY)
+
+            def read(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                for i in ids.tolist():
+                    os.posix_fadvise(fd, offset + i * row, row, os.POSIX_FADV_WILLNEED)
+                out = np.empty((len(ids), self.dim), np.float32)
+                view = memoryview(out).cast("B")
+                for j, i in enumerate(ids.tolist()):
+                    os.preadv(fd, [view[j * row:(j + 1) * row]], offset + i * row)
+                return ids, out
+
+            return read
+        return lambda ids: (ids, np.concatenate([self.chimeras.sequences(int(i), int(i) + 1) for i in ids]))
+
+    def drop_page_cache(self) -> None:
+        if self.path is not None:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+    def truth(self, q: int) -> tuple[list[int], float]:
+        return top_subjects(self.truth_scores[q], self.truth_ids[q], TOP_SUBJECTS)
 
 
-def run_size(size: int, kinds: list[str], args: argparse.Namespace) -> list[Row]:
-    budget = int(min(args.max_rss_gib * GIB - rss_bytes(), available_bytes() - args.margin_gib * GIB)
-                 - 2 * CHUNK * DIM * 8)  # room for one chunk being generated (float64 inside)
-    passes, skipped = plan_passes(kinds, size, budget)
-    rows = [Row(size, k, status=f"skipped: needs {BYTES_PER_VECTOR[k] * size / GIB:.1f} GiB (x1.35 "
-                               f"while growing), budget {budget / GIB:.1f} GiB") for k in skipped]
-    for row in rows:
-        print_row(row)
-    queries, true_subjects = make_queries(args.seed, size, args.queries)
-    exact: tuple[np.ndarray, np.ndarray] | None = None
-    for group in passes:
-        built: dict[str, Any] = {}
-        rss_before = rss_bytes()
-        build_seconds = {k: 0.0 for k in group}
-        for k in group:
-            started = time.perf_counter()
-            built[k] = make_index(k, args.seed)  # includes training for sq8 / pq
-            build_seconds[k] += time.perf_counter() - started
-        truth_scores = np.full((len(queries), args.k), -np.inf, np.float32)
-        truth_ids = np.full((len(queries), args.k), -1, np.int64)
-        for chunk in chunks(size):
-            count = min(CHUNK, size - chunk * CHUNK)
-            vectors = chunk_vectors(args.seed, chunk, count)
-            ids = np.arange(chunk * CHUNK, chunk * CHUNK + count, dtype=np.int64)
-            for k, index in built.items():
-                started = time.perf_counter()
-                index.add(ids, vectors)
-                build_seconds[k] += time.perf_counter() - started
-            if exact is None:  # exact top-k by streaming, once per size
-                scores = queries @ vectors.T
-                top = np.argsort(-scores, axis=1)[:, :args.k]
-                truth_scores, truth_ids = merge_topk(truth_scores, truth_ids,
-                                                     np.take_along_axis(scores, top, 1), ids[top], args.k)
-        if exact is None:
-            exact = (truth_scores, truth_ids)
-        growth = rss_bytes() - rss_before
-        for k, index in built.items():
-            row = Row(size, k, build_s=build_seconds[k], codes_gib=index.memory_bytes() / GIB,
-                      rss_growth_gib=growth / GIB)
-            single = []
-            index.search(queries[:1], args.k)  # warm-up
-            for i in range(min(args.single, len(queries))):
-                started = time.perf_counter()
-                index.search(queries[i:i + 1], args.k)
-                single.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            found_scores, found = index.search(queries, args.k)
-            row.batch_ms = (time.perf_counter() - started) * 1e3
-            row.batch_per_query_ms = row.batch_ms / len(queries)
-            row.single_ms = float(np.median(single)) * 1e3
-            row.recall = float(np.mean([len(set(f) & set(t)) / args.k for f, t in zip(found.tolist(),
-                                                                                   exact[1].tolist())]))
-            # Identification cares about the best *subject*: does it match the exact search's?
-            row.rank1 = float(np.mean(found[:, 0] // PER_SUBJECT == exact[1][:, 0] // PER_SUBJECT))
-            row.score_error = float(np.mean(np.abs(found_scores[:, 0] - exact[0][:, 0])))
-            row.correct = float(np.mean(found[:, 0] // PER_SUBJECT == true_subjects))
-            rows.append(row)
-            print_row(row)
-        del index, vectors  # free this pass's data before the next pass measures its RSS growth
-        built.clear()
-    return rows
+def agreement(prepared: Prepared, row: Row, answers: list[tuple[list[int], float]]) -> None:
+    """Answers of the first len(answers) queries against the exhaustive truth."""
+    same_top, same_decision, known = [], [], []
+    for q, (subjects, best) in enumerate(answers):
+        truth_subjects, truth_best = prepared.truth(q)
+        same_top.append(subjects == truth_subjects)
+        decide = (lambda s, b: s[0] if b >= THRESHOLD else None)
+        same_decision.append(decide(subjects, best) == decide(truth_subjects, truth_best))
+        known.append(truth_best >= THRESHOLD)
+    row.top10_identical, row.decision_equal = float(np.mean(same_top)), float(np.mean(same_decision))
+    row.known_decisions = float(np.mean(known))
+
+
+def time_queries(prepared: Prepared, search, count: int | None = None) -> tuple[list, list[float]]:
+    answers, times = [], []
+    search(prepared.queries[:1])  # warm-up (code paths, not the data)
+    prepared.drop_page_cache()
+    for q in range(count or len(prepared.queries)):
+        started = time.perf_counter()
+        scores, ids = search(prepared.queries[q:q + 1])
+        times.append(time.perf_counter() - started)
+        answers.append(top_subjects(scores[0], ids[0], TOP_SUBJECTS))
+    return answers, times
+
+
+def run_compact(prepared: Prepared, spec: CompactSpec) -> Row:
+    row = Row(prepared.size, f"compact {spec_label(spec)}")
+    rss_before = rss_bytes()
+    started = time.perf_counter()
+    index = CompactIndex(prepared.dim, spec, full_vectors=prepared.fetch())
+    for ids, vectors in prepared.chunks():  # trains itself on the first train_size vectors
+        index.add(ids, vectors)
+    row.build_s = time.perf_counter() - started
+    row.rss_growth_gib = (rss_bytes() - rss_before) / GIB
+    row.bytes_per_sequence = index.memory_bytes() / index.ntotal
+    k_sequences = TOP_SUBJECTS * PER_IDENTITY  # what Gallery.search asks for top-10 subjects
+    answers, times = time_queries(prepared, lambda q: index.search(q, k_sequences))
+    fill(row, times)
+    agreement(prepared, row, answers)
+    return row
+
+
+def run_exhaustive(prepared: Prepared, budget: int, queries: int) -> Row:
+    row = Row(prepared.size, "exhaustive (flat float32)")
+    need = prepared.size * (4 * prepared.dim + 8) * 1.35  # faiss grows its vector by doubling
+    if need > budget:
+        row.status = f"does not fit: needs {need / GIB:.1f} GiB, budget {budget / GIB:.1f} GiB"
+        return row
+    rss_before = rss_bytes()
+    started = time.perf_counter()
+    index = VectorIndex(prepared.dim, "flat", device="cpu")
+    for ids, vectors in prepared.chunks():
+        index.add(ids, vectors)
+    row.build_s = time.perf_counter() - started
+    row.rss_growth_gib = (rss_bytes() - rss_before) / GIB
+    row.bytes_per_sequence = index.memory_bytes() / index.ntotal
+    answers, times = time_queries(prepared, lambda q: index.search(q, TOP_SUBJECTS * PER_IDENTITY), queries)
+    fill(row, times)
+    agreement(prepared, row, answers)
+    return row
+
+
+def fill(row: Row, times: list[float]) -> None:
+    row.median_ms = float(np.median(times)) * 1e3
+    row.p95_ms = float(np.percentile(times, 95)) * 1e3
+
+
+def spec_label(spec: CompactSpec) -> str:
+    ivf = f"IVF{spec.lists}/{spec.probe} " if spec.lists else ""
+    return f"PCA{spec.reduced_dim} {ivf}PQ{spec.subquantizers}x4 R{spec.shortlist}"
 
 
 def print_header(args: argparse.Namespace) -> None:
-    print(f"faiss {faiss.__version__}, 1 thread, dim {DIM} (C={C} x P={P}), k={args.k}, "
-          f"{args.queries} queries per batch, single = median of {args.single}")
-    print("| sequences | index | build s | index GiB (codes) | RSS growth GiB | 1 query ms | "
-          f"batch of {args.queries} ms | per query in batch ms | recall@{args.k} | top-1 subject = exact | "
-          "top-1 score error | top-1 subject correct |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print(f"faiss {faiss.__version__}, 1 thread, {args.queries} single queries per size "
+          f"({int(args.queries * 0.8)} enrolled identities' fresh walks, the rest strangers), threshold {THRESHOLD}, "
+          f"load average at start {load_average()}")
+    print(f"| sequences | index | build s | bytes/sequence | RSS growth GiB | ms/query median | p95 | "
+          f"top-{TOP_SUBJECTS} subjects = exhaustive | decision = exhaustive |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
 
 
 def print_row(r: Row) -> None:
     if r.status != "ok":
-        print(f"| {r.size:,} | {r.kind} | {r.status} | | | | | | | | | |", flush=True)
+        print(f"| {r.size:,} | {r.index} | {r.status} | | | | | | |", flush=True)
         return
-    print(f"| {r.size:,} | {r.kind} | {r.build_s:.1f} | {r.codes_gib:.2f} | {r.rss_growth_gib:.2f} | "
-          f"{r.single_ms:.1f} | {r.batch_ms:.0f} | {r.batch_per_query_ms:.1f} | {r.recall:.3f} | {r.rank1:.2f} | "
-          f"{r.score_error:.1e} | {r.correct:.2f} |", flush=True)
+    print(f"| {r.size:,} | {r.index} | {r.build_s:.0f} | {r.bytes_per_sequence:,.0f} | {r.rss_growth_gib:.2f} | "
+          f"{r.median_ms:.1f} | {r.p95_ms:.1f} | {r.top10_identical:.3f} | {r.decision_equal:.3f} |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--kinds", nargs="+", default=["flat", "fp16", "sq8", "pq"],
-                        choices=sorted(BYTES_PER_VECTOR))
-    parser.add_argument("--queries", type=int, default=32, help="queries in the batch (and for recall)")
-    parser.add_argument("--single", type=int, default=10, help="single-query searches timed")
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--max-rss-gib", type=float, default=12.0)
-    parser.add_argument("--margin-gib", type=float, default=3.0, help="leave this much of MemAvailable free")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--index", choices=["compact", "exhaustive"], default="compact",
+                        help="compact: the compact index, with exhaustive search beside it where it fits")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="real embeddings, memmaps, truth")
+    parser.add_argument("--no-memmap", dest="memmap", action="store_false",
+                        help="do not write the full vectors (when they exceed the disk): re-rank from rows "
+                             "regenerated from the real walks in memory (not a disk read)")
+    parser.add_argument("--exhaustive-queries", type=int, default=20,
+                        help="queries timed on exhaustive search (slow; it is the reference, so its agreement "
+                             "only checks the streamed truth)")
+    parser.add_argument("--max-rss-gib", type=float, default=6.0, help="memory budget for exhaustive search")
     parser.add_argument("--seed", type=int, default=0)
+    for field, default in asdict(DEFAULT_SPEC).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=default,
+                            help=f"CompactSpec.{field} (default {default})")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
+    spec = replace(DEFAULT_SPEC, **{f: getattr(args, f) for f in asdict(DEFAULT_SPEC)})
+    walks = RealWalks.load(args.cache)
+    print(f"real walks: {len(walks.vectors):,} embeddings of {len(walks.subjects)} CASIA-B subjects "
+          f"(model {walks.model_id})")
     print_header(args)
     for size in args.sizes:
-        run_size(size, args.kinds, args)
-    print(f"peak RSS of this process: {rss_bytes('VmHWM') / GIB:.2f} GiB")
+        prepared = Prepared(size, args, walks)
+        print_row(run_exhaustive(prepared, int(args.max_rss_gib * GIB), args.exhaustive_queries))
+        if args.index == "compact":
+            print_row(run_compact(prepared, spec))
+    print(f"peak RSS of this process: {rss_bytes('VmHWM') / GIB:.2f} GiB; load average at end {load_average()}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings
 
 from gaitid.contract import EmbeddingModelMetadata
 from gallery.backends import Backend
+from gallery.types import IndexKind
 from service.pipeline.config import DEFAULT_DATA_DIR, ENV_CONFIG, PipelineSettings
 
 # For a model that was never calibrated and no GAITID_UNKNOWN_THRESHOLD: a guess, reported as such.
@@ -45,6 +46,8 @@ class GallerySettings(BaseSettings):
         description="similarity below which the answer is unknown (default: the embedding model's calibrated one)")
     # Where the search vectors live (gallery.backends); subjects and sequences stay in SQLite under data_dir.
     index_backend: Backend = Field("faiss", description="faiss (in the service process) or milvus (milvus_uri)")
+    # compact: ~100 bytes/sequence in memory, shortlist re-ranked with the stored embeddings (FAISS backend).
+    index_kind: IndexKind = Field("flat", description="flat (exact float32) | fp16 | compact (gallery.compact_index)")
     milvus_uri: str | None = Field(
         None, description="Milvus server, e.g. http://milvus:19530 (default: a milvus-lite file in the gallery folder)")
     rescore_state: Path | None = Field(

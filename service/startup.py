@@ -116,7 +116,7 @@ def open_gallery(state: ServiceState, embedder: SequenceEmbedder | None) -> None
     state.checks.append(ReadinessCheck("threshold", True, f"open-set threshold {threshold:g} ({origin})"))
     try:
         gallery = Gallery(settings.gallery_dir, threshold=threshold, backend=settings.index_backend,
-                          milvus_uri=settings.milvus_uri, **similarity)
+                          index_kind=settings.index_kind, milvus_uri=settings.milvus_uri, **similarity)
     except Exception as error:
         log.exception("opening the gallery failed")
         state.checks.append(ReadinessCheck(
