@@ -33,8 +33,10 @@ frame than decoding a 720p frame; most of a frame is still background. So a loca
 model on a copy 4x smaller each way (1/16 of the pixels), first marks per frame where anything
 moves; at the working resolution only the tiles within `locator_margin` of that are classified,
 and only tiles some frame needs are warmed up at all. The one difference from classifying whole
-frames: a tile skips the slow background update (`learning_rate`) on frames where nothing moves
-near it.
+frames: where nothing moves near a tile, it follows the slow background update (`learning_rate`:
+exposure drift) on every second frame only, one update standing for two. Without those updates the
+silhouettes of CASIA-B's 002 walk moved enough to cost the reference model 0.035 of similarity;
+with them the masks agree with the whole-frame model's to a mean IoU of 0.998-1.000.
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ class BgSubConfig:
     # Tiles this far (a fraction of the frame height) from the locator's foreground are classified
     # too: a thin limb the coarse copy averages away still lies within it of the body.
     locator_margin: float = 0.06
+    # A needed tile learns from every this-many-th frame where nothing moves near it (one update
+    # standing for that many at `learning_rate`): the slow drift the whole-frame model follows.
+    idle_update_every: int = 2
 
 
 class BackgroundSubtractionSegmenter:
@@ -150,15 +155,19 @@ class BackgroundSubtractionSegmenter:
             tiles = _tiles(height, width, self.config.tile_side)
             active = self._locate(frames, own, tiles)
         foreground = np.zeros((count, height, width), np.uint8)
+        rate, every = self.config.learning_rate, max(1, self.config.idle_update_every)
+        idle_rate = 1.0 - (1.0 - rate) ** every  # `every` updates at `rate` in one
         for k, (top, bottom, left, right) in enumerate(tiles):
-            needed = np.flatnonzero(active[:, k])
-            if not len(needed):
+            if not active[:, k].any():
                 continue  # nothing ever moves near this tile: no model at all
             subtractor = self._warmed_up_subtractor(background[:, top:bottom, left:right],
                                                     frames[own, top:bottom, left:right])
-            for t in needed:
-                foreground[t, top:bottom, left:right] = subtractor.apply(frames[t, top:bottom, left:right],
-                                                                         learningRate=self.config.learning_rate)
+            for t in range(count):
+                tile = frames[t, top:bottom, left:right]
+                if active[t, k]:
+                    foreground[t, top:bottom, left:right] = subtractor.apply(tile, learningRate=rate)
+                elif t % every == every - 1:  # keep up with slow changes (exposure) where nothing moves
+                    subtractor.apply(tile, learningRate=idle_rate)
         for moving in foreground:
             cv2.threshold(moving, _SHADOW_VALUE, 255, cv2.THRESH_BINARY, dst=moving)
         return foreground

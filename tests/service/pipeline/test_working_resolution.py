@@ -19,8 +19,9 @@ Tolerances (measured values in bench/pipeline.py's output and the report of issu
   CASIA-B walks re-encoded at 960x720, the silhouettes match CASIA-B's own as well as the path
   before does (within 0.01 IoU);
 - the background model only where something moves (the default) against the model on whole
-  frames: tiles skip the slow background update where nothing moves near them, mean IoU 0.975-0.999
-  on the shared clips, 0.988 on the synthetic walks (>= 0.97 asserted); with `tile_side=None` the
+  frames: where nothing moves near a tile it follows the slow background update on every second
+  frame only, mean IoU 0.998-1.000 on the shared clips (demo3 and demo5 aside: no stable track),
+  0.9997-1.0 on the synthetic walks (>= 0.995 asserted); with `tile_side=None` the
   masks are those of the whole-frame model exactly.
 """
 
@@ -240,12 +241,12 @@ def test_locator_covers_the_walker_and_only_needed_tiles_get_a_model(monkeypatch
 
 
 def test_segmenting_only_where_something_moves_agrees_with_the_whole_frame(walk_720p):
-    """The one difference: a tile skips the slow background update on frames where nothing moves
-    near it. Measured mean IoU 0.988 on the synthetic walks, 0.975-0.999 on the shared clips."""
+    """The one difference: a tile follows the slow background update on frames where nothing moves
+    near it on every second frame only. Measured mean IoU 1.0 on this walk, 0.998-1.000 on the shared clips."""
     for clip in (walk_720p,):
         whole = pipeline(bgsub=BgSubConfig(tile_side=None)).process(clip).sequences
         result = agreement(whole, pipeline().process(clip).sequences)
-        assert result.mean_iou >= 0.97 and result.coverage >= 0.97, result
+        assert result.mean_iou >= 0.995 and result.coverage == 1.0, result
 
 
 # --- agreement with the path before -------------------------------------------------------------
@@ -262,19 +263,19 @@ def test_synthetic_720p_walk_agrees_with_the_path_before(walk_720p):
 
 def test_synthetic_320x240_walk_is_unchanged(tmp_path):
     """Nothing shrunk: with the model on whole frames, exactly the old silhouettes; only where
-    something moves (the default), as close as the skipped background updates allow."""
+    something moves (the default), as close as the thinned background updates allow (measured 0.9997)."""
     walk = write_synthetic_walk(tmp_path / "walk.mp4")
     before, _ = legacy_process(walk, CONFIG)
     exact = agreement(before, pipeline(bgsub=BgSubConfig(tile_side=None)).process(walk).sequences)
     assert exact.mean_iou == 1.0 and exact.coverage == 1.0, exact
     result = agreement(before, pipeline().process(walk).sequences)
-    assert result.mean_iou >= 0.98 and result.coverage == 1.0, result
+    assert result.mean_iou >= 0.995 and result.coverage == 1.0, result
 
 
 @pytest.mark.data
 def test_casia_clip_is_unchanged(videos_dir):
     """320x240 is below the working size: nothing is shrunk, the silhouettes are exactly the old ones
-    with the model on whole frames, and within the skipped background updates of them by default."""
+    with the model on whole frames, and within the thinned background updates of them by default."""
     background = decode_video(videos_dir / "casia-b" / "001-bkgrd-090.avi").frames
     clip = videos_dir / "casia-b" / "003-nm-01-090.avi"
     before, _ = legacy_process(clip, CONFIG, background)
@@ -283,7 +284,7 @@ def test_casia_clip_is_unchanged(videos_dir):
     assert result.mean_iou == 1.0 and result.coverage == 1.0, result
     np.testing.assert_array_equal(before[0].boxes, exact[0].boxes)
     result = agreement(before, pipeline(background=background).process(clip).sequences)
-    assert result.mean_iou >= 0.99 and result.coverage == 1.0, result  # measured 0.998
+    assert result.mean_iou >= 0.995 and result.coverage == 1.0, result  # measured 0.9987
 
 
 @pytest.mark.data
