@@ -7,7 +7,7 @@ CASIA_TARBALL := ../shared/data/casia-b-sil-001-074.tar.xz
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test setup-service setup-dev setup-ultra data lint bench browser docker-test docker-clean
+.PHONY: serve test setup-service setup-dev setup-ultra data lint bench browser docker-test docker-clean docker-engine
 
 # --- the service: runtime dependencies only (no torch) -----------------------------------------
 $(VENV)/.service:
@@ -66,7 +66,15 @@ lint: setup-dev
 # public one cannot be pulled. The builds' pip trusts the CAs this machine trusts (GAITID_EXTRA_CA,
 # a build secret): builds share the host's network, TLS-intercepting proxy included.
 GAITID_EXTRA_CA ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
-docker-test: $(VENV)/.dev
+# A Docker engine for docker-test (a test convenience, like `browser`): as root without one, Debian's
+# docker.io (and debootstrap, for a local base image when no registry answers) is installed here.
+docker-engine:
+	@command -v dockerd >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; \
+		fi; }
+
+docker-test: $(VENV)/.dev docker-engine
 	@set -e; engine=$$(docker/engine.sh start); echo "docker engine: $$engine"; status=0; \
 	base=$$(docker/base-image.sh) || status=$$?; echo "base image: $$base"; \
 	if [ $$status = 0 ]; then GAITID_DOCKER_TEST=1 GAITID_PYTHON_IMAGE=$$base GAITID_EXTRA_CA=$(GAITID_EXTRA_CA) \
