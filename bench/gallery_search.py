@@ -27,6 +27,7 @@ the same order), the same decision at the model's threshold (known subject or un
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import sys
 import time
@@ -51,6 +52,8 @@ THRESHOLD = 0.7788  # the shipped model's calibrated open-set threshold (models/
 
 
 def rss_bytes(field: str = "VmRSS") -> int:
+    if field == "VmRSS":  # freed buffers (training, chunks) go back to the system first
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith(field + ":"):
@@ -151,11 +154,21 @@ class Prepared:
         return np.load(self.path, mmap_mode="r")
 
     def chunks(self):
-        source = self.vectors() if self.path is not None else None
-        for start in range(0, self.size, CHUNK):
-            stop = min(self.size, start + CHUNK)
-            rows = np.asarray(source[start:stop]) if source is not None else self.chimeras.sequences(start, stop)
-            yield np.arange(start, stop, dtype=np.int64), rows
+        """(ids, vectors) CHUNK at a time, read with pread (a mapping would count the file in RSS)."""
+        offset = self.vectors().offset if self.path is not None else 0
+        fd = os.open(self.path, os.O_RDONLY) if self.path is not None else None
+        try:
+            for start in range(0, self.size, CHUNK):
+                stop = min(self.size, start + CHUNK)
+                if fd is None:
+                    rows = self.chimeras.sequences(start, stop)
+                else:
+                    rows = np.empty((stop - start, self.dim), np.float32)
+                    os.preadv(fd, [memoryview(rows).cast("B")], offset + start * 4 * self.dim)
+                yield np.arange(start, stop, dtype=np.int64), rows
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def fetch(self):
         """FullVectors reading the file (sorted ids -> rows), or regenerated rows without one. Reads
@@ -259,7 +272,8 @@ def fill(row: Row, times: list[float]) -> None:
 
 def spec_label(spec: CompactSpec) -> str:
     ivf = f"IVF{spec.lists}/{spec.probe} " if spec.lists else ""
-    return f"PCA{spec.reduced_dim} {ivf}PQ{spec.subquantizers}x4 R{spec.shortlist}"
+    prefilter = f"PQ{spec.prefilter}x4fs x{spec.prefilter_factor} -> " if spec.prefilter else ""
+    return f"PCA{spec.reduced_dim} {ivf}{prefilter}PQ{spec.subquantizers}x4 R{spec.shortlist}"
 
 
 def print_header(args: argparse.Namespace) -> None:

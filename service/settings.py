@@ -46,7 +46,7 @@ class GallerySettings(BaseSettings):
         description="similarity below which the answer is unknown (default: the embedding model's calibrated one)")
     # Where the search vectors live (gallery.backends); subjects and sequences stay in SQLite under data_dir.
     index_backend: Backend = Field("faiss", description="faiss (in the service process) or milvus (milvus_uri)")
-    # compact: ~100 bytes/sequence in memory, shortlist re-ranked with the stored embeddings (FAISS backend).
+    # compact: ~140 bytes/sequence in memory, shortlist re-ranked with the stored embeddings (FAISS backend).
     index_kind: IndexKind = Field("flat", description="flat (exact float32) | fp16 | compact (gallery.compact_index)")
     milvus_uri: str | None = Field(
         None, description="Milvus server, e.g. http://milvus:19530 (default: a milvus-lite file in the gallery folder)")

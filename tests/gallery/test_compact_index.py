@@ -14,7 +14,7 @@ from gallery.index import IndexFileError
 from tests.gallery.synthetic import labelled, sequence
 
 # Small enough that a test gallery of ~1,200 sequences is compressed (trained) and still shortlists.
-SMALL = CompactSpec(reduced_dim=64, subquantizers=32, shortlist=64, train_size=1024)
+SMALL = CompactSpec(reduced_dim=64, subquantizers=64, prefilter=32, shortlist=64, train_size=1024)
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int = 128) -> np.ndarray:
@@ -35,7 +35,7 @@ def memory_fetch(ids_all: np.ndarray, vectors: np.ndarray):
 
 
 def test_untrained_index_is_exact_then_trains_itself_and_keeps_every_vector(rng: np.random.Generator) -> None:
-    spec = CompactSpec(reduced_dim=32, subquantizers=16, shortlist=200, train_size=1024)
+    spec = CompactSpec(reduced_dim=32, subquantizers=16, prefilter=0, shortlist=200, train_size=1024)
     x = unit_vectors(rng, 1500)
     ids = np.arange(1500, dtype=np.int64) * 7 + 3
     index = CompactIndex(128, spec, full_vectors=memory_fetch(ids, x))
@@ -82,7 +82,8 @@ def test_remove_and_a_trained_index_needs_full_vectors(rng: np.random.Generator)
 
 
 def test_ivf_variant_and_save_load_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
-    spec = CompactSpec(reduced_dim=64, subquantizers=32, lists=16, probe=16, shortlist=64, train_size=1024)
+    spec = CompactSpec(reduced_dim=64, subquantizers=32, prefilter=0, lists=16, probe=16, shortlist=64,
+                       train_size=1024)
     x = unit_vectors(rng, 1300)
     ids = np.arange(1300, dtype=np.int64) + 100
     fetch = memory_fetch(ids, x)
