@@ -57,6 +57,12 @@ class GallerySettings(BaseSettings):
     def gallery_dir(self) -> Path:
         return self.data_dir / GALLERY_SUBDIR
 
+    @property
+    def index_options(self) -> dict[str, Any]:
+        """Where and how the gallery keeps its search vectors: the same for the service and every
+        command, so that neither finds the other's index stale and rebuilds it."""
+        return {"backend": self.index_backend, "index_kind": self.index_kind, "milvus_uri": self.milvus_uri}
+
     def decision_threshold(self, model: Callable[[], EmbeddingModelMetadata | None]) -> tuple[float, str]:
         """The open-set threshold in force and where it comes from: this setting, else the model's
         calibrated one, else UNCALIBRATED_THRESHOLD. `model` (the embedding model's metadata) is read

@@ -115,8 +115,7 @@ def open_gallery(state: ServiceState, embedder: SequenceEmbedder | None) -> None
     threshold, origin = settings.decision_threshold(lambda: None if embedder is None else embedder.metadata)
     state.checks.append(ReadinessCheck("threshold", True, f"open-set threshold {threshold:g} ({origin})"))
     try:
-        gallery = Gallery(settings.gallery_dir, threshold=threshold, backend=settings.index_backend,
-                          index_kind=settings.index_kind, milvus_uri=settings.milvus_uri, **similarity)
+        gallery = Gallery(settings.gallery_dir, threshold=threshold, **settings.index_options, **similarity)
     except Exception as error:
         log.exception("opening the gallery failed")
         state.checks.append(ReadinessCheck(

@@ -26,10 +26,12 @@ subjects_app = typer.Typer(help="Stored subjects whose ids break the subject-id 
 GalleryDir = Annotated[Path | None, typer.Option(help="default: $GAITID_DATA_DIR/gallery")]
 
 
-def _gallery_dir(gallery_dir: Path | None) -> Path:
+def _open_gallery(gallery_dir: Path | None):
+    from gallery import Gallery
     from service.settings import get_settings
 
-    return gallery_dir or get_settings().gallery.gallery_dir
+    settings = get_settings().gallery
+    return Gallery(gallery_dir or settings.gallery_dir, **settings.index_options)
 
 
 def _cli_actor():
@@ -82,9 +84,7 @@ def keys_hash(secret: Annotated[str, typer.Argument(help="an API key")]):
 def keys_list(gallery: Annotated[str | None, typer.Option(help="only this gallery's keys")] = None,
               gallery_dir: GalleryDir = None):
     """Keys stored in the gallery database (operator keys as of the last start, and keys made over HTTP)."""
-    from gallery import Gallery
-
-    with reported_errors(exit_code=2), Gallery(_gallery_dir(gallery_dir)) as store:
+    with reported_errors(exit_code=2), _open_gallery(gallery_dir) as store:
         for record in store.api_keys(gallery):
             typer.echo(f"{record.name}\t{record.namespace}\t{record.role}\t{record.source}")
 
@@ -100,9 +100,7 @@ def audit(
     gallery_dir: GalleryDir = None,
 ):
     """A gallery's audit log, oldest first: who (key name), when, what, under which request id."""
-    from gallery import Gallery
-
-    with reported_errors(exit_code=2), Gallery(_gallery_dir(gallery_dir)) as store:
+    with reported_errors(exit_code=2), _open_gallery(gallery_dir) as store:
         entries, total = store.audit_log(namespace=gallery, action=action, subject_id=subject, actor=actor,
                                          offset=offset, limit=limit)
     for entry in entries:
@@ -120,9 +118,7 @@ def audit(
 def subjects_list_invalid(gallery: Annotated[str | None, typer.Option(help="only this gallery")] = None,
                           gallery_dir: GalleryDir = None):
     """Stored subject ids that break today's subject-id rule (written by older versions), and why."""
-    from gallery import Gallery
-
-    with reported_errors(exit_code=2), Gallery(_gallery_dir(gallery_dir)) as store:
+    with reported_errors(exit_code=2), _open_gallery(gallery_dir) as store:
         problems = store.subject_id_problems(gallery)
     for problem in problems:
         typer.echo(f"{problem.namespace}\t{problem.subject_id!r}\t{problem.problem}")
@@ -138,11 +134,10 @@ def subjects_delete(
     gallery_dir: GalleryDir = None,
 ):
     """Erase one subject (sequences, embeddings, index vectors), whatever its id; audited as cli:USER."""
-    from gallery import Gallery
 
     if escaped:
         subject_id = subject_id.encode("latin-1", "backslashreplace").decode("unicode_escape")
-    with reported_errors(exit_code=2), Gallery(_gallery_dir(gallery_dir)) as store:
+    with reported_errors(exit_code=2), _open_gallery(gallery_dir) as store:
         erased = store.delete_subject(subject_id, namespace=gallery, audit_context=_cli_actor())
     typer.echo(f"erased {subject_id!r}: {erased} sequences")
 
@@ -151,9 +146,7 @@ def check_gallery(gallery: Annotated[str | None, typer.Option(help="only this ga
                   gallery_dir: GalleryDir = None):
     """Check that store, index and audit log agree (gallery/consistency.py); exit status 1 on any problem.
     Run it on a stopped service, or on one that is not writing."""
-    from gallery import Gallery
-
-    with reported_errors(exit_code=2), Gallery(_gallery_dir(gallery_dir)) as store:
+    with reported_errors(exit_code=2), _open_gallery(gallery_dir) as store:
         problems = store.check(gallery)
     for problem in problems:
         typer.echo(problem)

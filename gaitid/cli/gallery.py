@@ -76,7 +76,8 @@ def reembed(
     settings = get_settings()
     with reported_errors(exit_code=2):
         embedder = OnnxEmbedder(model, providers=settings.pipeline.providers, threads=settings.pipeline.threads)
-        with Gallery(gallery_dir or settings.gallery.gallery_dir, similarity=embedder.metadata.similarity) as gallery:
+        with Gallery(gallery_dir or settings.gallery.gallery_dir, similarity=embedder.metadata.similarity,
+                     **settings.gallery.index_options) as gallery:
             bar = progress_bar(desc="re-embedding", unit="seq")
 
             def progress(done: int, total: int) -> None:

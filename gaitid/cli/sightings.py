@@ -56,7 +56,8 @@ def sightings(
                 lambda: read_metadata(model) if model.is_file() else None)
             typer.echo(f"threshold {threshold:.4f} ({source})", err=True)
         state_file = find_state(state)
-        with Gallery(gallery_dir or settings.gallery.gallery_dir, threshold=threshold) as gallery, \
+        with Gallery(gallery_dir or settings.gallery.gallery_dir, threshold=threshold,
+                     **settings.gallery.index_options) as gallery, \
                 RescoreState(state_file) as archive_state:
             walks = subject_walks(gallery, subject, namespace=namespace)
             archive = ArchiveTracks.load(archive_state, walks.model_id)
