@@ -215,7 +215,7 @@ def test_tracks_are_read_in_pages(state):
 # -- the compact index over a larger archive ------------------------------------------------------
 
 # 16 PCA dimensions, 4 bits each: coarse enough to need the margin, fine enough for a stable test
-SMALL_SPEC = CompactSpec(reduced_dim=16, subquantizers=16, shortlist=4, train_size=1024)
+SMALL_SPEC = CompactSpec(reduced_dim=16, subquantizers=16, prefilter=0, shortlist=4, train_size=1024)
 PEOPLE = RNG.normal(size=(60, C, P)).astype(np.float32)
 
 
