@@ -24,20 +24,21 @@ import argparse
 import asyncio
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.service_process import ServiceProcess
+
 CASIA_VIDEOS = REPO.parent / "shared" / "data" / "videos" / "casia-b"
 OUT = REPO / "bench" / "out"
 
@@ -90,61 +91,6 @@ def export_random_model(path: Path) -> None:
     cfg = load_config(REPO / "model" / "configs" / "deepgaitv2_sil_casiab_cpu.yaml")
     metadata = network_metadata(cfg.model, training_data="none: random initialisation, for benchmarks only")
     export_module(build_model(cfg.model), path, metadata)
-
-
-# -- the server ---------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """`uvicorn service.app:create_app --factory` in a subprocess, stopped on exit."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "wb")  # noqa: SIM115 -- closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning"],
-            cwd=REPO, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout_s: float = 120.0, not_ready_grace_s: float = 10.0) -> None:
-        """Until /readyz answers 200. A 503 that lasts past the grace period (a missing model) stops
-        the benchmark with the server's own explanation."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout_s:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}; see {self._log.name}")
-            try:
-                response = httpx.get(f"{self.url}/readyz", timeout=2.0)
-            except httpx.TransportError:
-                response = None  # not listening yet
-            if response is not None and response.status_code == 200:
-                return
-            if response is not None and time.monotonic() - started > not_ready_grace_s:
-                raise RuntimeError(f"the server is not ready: {response.text}")
-            time.sleep(0.2)
-        raise TimeoutError("the server did not become ready in time")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # uvicorn shuts down gracefully (closes the gallery)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # -- the load -----------------------------------------------------------------------------------------
@@ -208,8 +154,8 @@ def run_mode(batching: bool, args: argparse.Namespace, model: Path, clips: list[
     if args.background:
         env["GAITID_BACKGROUND_CLIP"] = str(args.background)
     results = []
-    with Server(env, workdir / f"server-batching-{batching}.log") as server:
-        server.wait_ready()
+    with ServiceProcess(env, workdir / f"server-batching-{batching}.log") as server:
+        server.wait_ready(not_ready_grace_s=10.0, poll_s=0.2)
         for name, video in clips:  # a non-empty gallery, so every request also searches
             response = httpx.post(f"{server.url}/enroll", data={"subject_id": Path(name).stem},
                                   files={"video": (name, video)}, timeout=600.0)

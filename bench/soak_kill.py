@@ -29,10 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.service_process import ServiceProcess
 from gaitid.contract import model_id as model_id_of
 from gallery import Gallery, hash_secret
 from gallery.audit import DELETED, ENROLLED, REEMBEDDED
@@ -125,45 +122,6 @@ class Report:
         return "\n".join(lines)
 
 
-# -- the server ----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """`uvicorn service.app:create_app --factory` on a free port of 127.0.0.1."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "ab")  # noqa: SIM115 -- closed in kill()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning"],
-            cwd=REPO, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}; see {self._log.name}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"the server was not ready within {timeout_s} s; see {self._log.name}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
-        self._log.close()
-
-
 # -- the client ----------------------------------------------------------------------------------------
 def perform(client: httpx.Client, op: Operation, clip: tuple[str, bytes]) -> Operation:
     """Send the operation; fills status/body/request id, or leaves status None when the server died."""
@@ -193,7 +151,7 @@ def acknowledge(client: httpx.Client, op: Operation, clip: tuple[str, bytes], kn
     return done
 
 
-def kill(rng: np.random.Generator, server: Server, client: httpx.Client, target: Operation,
+def kill(rng: np.random.Generator, server: ServiceProcess, client: httpx.Client, target: Operation,
          clip: tuple[str, bytes], done: list[Operation], wal: Path, sequences: int) -> float:
     """Send `target` and SIGKILL the server during it: half the time at a random moment of its usual
     duration (median of the acknowledged ones), half the time right when the gallery database is
@@ -360,7 +318,7 @@ def soak(kills: int, seed: int = 0, workdir: Path | None = None, clip_path: Path
                "GAITID_KEYS_FILE": str(keys), "GAITID_PROVIDERS": "cpu", "GAITID_THREADS": "1",
                "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
         launched = time.perf_counter()
-        server = Server(env, workdir / "server.log")
+        server = ServiceProcess(env, workdir / "server.log", append=True)
         try:
             server.wait_ready()
             report.restart_s.append(time.perf_counter() - launched)
