@@ -150,6 +150,9 @@ def run_mode(batching: bool, args: argparse.Namespace, model: Path, clips: list[
         "GAITID_EMBED_BATCHING": str(batching).lower(), "GAITID_EMBED_BATCH_WAIT_MS": str(args.batch_wait_ms),
         "GAITID_EMBED_BATCH_MAX": str(args.batch_max),
         "GAITID_MAX_CONCURRENT_CLIPS": str(args.max_concurrent_clips), "OMP_NUM_THREADS": "1",
+        # The same clips are sent over and over: with the clip cache on, every request after the first
+        # would be answered without running the pipeline, and the load test would measure the cache.
+        "GAITID_CLIP_CACHE_MB": "0",
     }
     if args.background:
         env["GAITID_BACKGROUND_CLIP"] = str(args.background)
