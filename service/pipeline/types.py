@@ -153,10 +153,13 @@ class Mask:
     def dense(self) -> np.ndarray:
         """(H, W) bool: the mask over the whole frame (tests, depth)."""
         width, height = self.frame_size
-        out = np.zeros((height, width), bool)
+        return self.paste_into(np.zeros((height, width), bool))
+
+    def paste_into(self, frame: np.ndarray) -> np.ndarray:
+        """Write the mask into `frame`, a frame-sized (H, W) bool array of zeros; returns it."""
         crop, top, left = self.frame_crop()
-        out[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
-        return out
+        frame[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+        return frame
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         dense = self.dense()
@@ -223,8 +226,7 @@ class Masks(Sequence[Mask]):
         width, height = self.frame_size
         out = np.zeros((len(self._masks), height, width), bool)
         for target, mask in zip(out, self._masks):
-            crop, top, left = mask.frame_crop()
-            target[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+            mask.paste_into(target)
         return out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
