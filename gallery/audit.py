@@ -9,7 +9,11 @@ outlive the subjects they describe (an erasure is itself recorded). They hold no
 ids and counts only.
 
 Actions: ENROLLED, DELETED (the erasure of a subject: its sequences, embeddings and index vectors),
-REEMBEDDED (a namespace switched models), KEY_ADDED, KEY_REMOVED, KEY_CHANGED.
+REEMBEDDED (a namespace switched models), KEY_ADDED, KEY_REMOVED, KEY_CHANGED. Those are the gallery's
+own, written only with their change. A caller may append entries of its own actions for changes it
+keeps outside the gallery (`Gallery.append_audit`: the service's camera settings, say): the gallery
+records them as given and gives them no meaning; it cannot make them atomic with a change it does not
+hold, so the caller says in which order it writes the two.
 """
 
 from __future__ import annotations
@@ -65,15 +69,16 @@ class AuditEntry:
 
 
 def append(conn: sqlite3.Connection, namespace: str, context: AuditContext | None, action: str,
-           subject_id: str | None = None, **details: Any) -> None:
-    """Add one entry; the caller's write transaction commits it together with the change."""
+           subject_id: str | None = None, **details: Any) -> int:
+    """Add one entry; the caller's write transaction commits it together with the change. Its id."""
     context = context or AuditContext()
-    conn.execute(
+    cursor = conn.execute(
         "INSERT INTO audit_log(namespace, at, actor, action, subject_id, request_id, details) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (namespace, time.time(), context.actor, action, subject_id, context.request_id,
          json.dumps(details, sort_keys=True)),
     )
+    return int(cursor.lastrowid)
 
 
 def query(conn: sqlite3.Connection, namespace: str, *, action: str | None = None, subject_id: str | None = None,

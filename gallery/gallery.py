@@ -35,6 +35,7 @@ entry to the namespace's audit log (gallery.audit) in the transaction that makes
 `audit=AuditContext(actor, request_id)` to say who asked (default: actor "local"). A deletion
 erases the subject's sequences (aligned silhouettes and depth), their embeddings and their index
 vectors; its audit entry lists the erased sequence ids. The gallery stores no thumbnails or footage.
+`append_audit` lets a caller log changes it keeps elsewhere (the service's cameras) beside them.
 
 Subject ids. New ones follow gallery.subject_ids (NFC, a documented alphabet); look-ups match any
 stored id exactly, then by NFC form. `subject_id_problems()` lists stored ids an older version
@@ -52,6 +53,7 @@ costs a reload: prefer one process per root).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -423,6 +425,29 @@ class Gallery:
         with self.store.read() as conn:
             return audit.query(conn, namespace, action=action, subject_id=subject_id, actor=actor,
                                request_id=request_id, since=since, until=until, offset=offset, limit=limit)
+
+    def append_audit(self, action: str, *, namespace: str = DEFAULT_NAMESPACE, subject_id: str | None = None,
+                     details: Mapping[str, Any] | None = None, audit_context: AuditContext | None = None) -> int:
+        """Append an entry of the caller's own `action` (e.g. "camera.updated") to the namespace's
+        audit log, committed at once; its id. For changes the caller keeps outside the gallery: the
+        gallery gives the entry no meaning and cannot make it atomic with that change. The gallery's own
+        actions (gallery.audit.ACTIONS) are refused: they are written only with their change."""
+        self._check_open()
+        namespace = check_namespace(namespace)
+        action = check_identifier(action, "action")
+        if action in audit.ACTIONS:
+            raise InvalidInputError(f"action {action!r} is the gallery's own: it is written only with its change")
+        if subject_id is not None:
+            subject_id = check_identifier(subject_id, "subject_id")
+        details = dict(details or {})
+        try:
+            if not all(isinstance(key, str) for key in details):
+                raise TypeError("keys must be strings")
+            json.dumps(details)
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(f"audit details must be a JSON object: {error}") from error
+        with self.store.write() as conn:
+            return audit.append(conn, namespace, audit_context, action, subject_id, **details)
 
     # -- API keys -----------------------------------------------------------------------------
     def api_keys(self, namespace: str | None = None) -> list[ApiKeyRecord]:

@@ -93,3 +93,19 @@ def test_key_changes_are_audited_without_secrets(gallery: Gallery) -> None:
     assert secret not in repr(entries) and hash_secret(secret) not in repr(entries)
     with pytest.raises(InvalidInputError):
         gallery.audit_log(namespace="acme", offset=2**63)
+
+
+def test_callers_append_entries_of_their_own_actions(gallery: Gallery, rng: np.random.Generator) -> None:
+    gallery.enroll("alice", [sequence(rng, embedding(rng))], model_id="m")
+    entry_id = gallery.append_audit("camera.updated", namespace="default", details={"camera_id": "hall", "old": None},
+                                    audit_context=AuditContext("ops", "req-c"))
+    entries, total = gallery.audit_log(action="camera.updated")
+    assert total == 1 and entries[0].entry_id == entry_id
+    assert (entries[0].actor, entries[0].request_id, entries[0].subject_id) == ("ops", "req-c", None)
+    assert entries[0].details == {"camera_id": "hall", "old": None}
+    assert gallery.check() == []  # the store, the index and the log still agree: the entry means nothing to them
+    for action, details in ((ENROLLED, {}), (DELETED, {}), ("", {}), ("camera.x", {"when": object()}),
+                            ("camera.x", {1: "not a name"})):  # the gallery's own actions come only with their change
+        with pytest.raises(InvalidInputError):
+            gallery.append_audit(action, details=details)
+    assert gallery.audit_log()[1] == 2
