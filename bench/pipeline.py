@@ -60,7 +60,7 @@ from service.pipeline.errors import PipelineError
 from service.pipeline.pipeline import ClipPipeline, effective_fps, subset_track, touches_border
 from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter, BgSubConfig
 from service.pipeline.track import track_people
-from service.pipeline.types import AlignedSequence
+from service.pipeline.types import AlignedSequence, FrameDetections
 
 # One thread: OpenCV here, FFmpeg and swscale via the pipeline's decoder_threads=1, ONNX Runtime threads=1.
 cv2.setNumThreads(1)
@@ -134,6 +134,16 @@ def new_pipeline(config: PipelineConfig, background: np.ndarray | None, *, full_
     return ClipPipeline(config, BackgroundSubtractionSegmenter(bgsub, background=background))
 
 
+def persons_pixels(detections: list[FrameDetections], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) at the working resolution of every cell that any frame's person mask holds."""
+    union = np.zeros(shape, bool)
+    for frame in detections:
+        for mask in frame.masks:
+            h, w = mask.pixels.shape
+            union[mask.top:mask.top + h, mask.left:mask.left + w] |= mask.pixels
+    return np.nonzero(union)
+
+
 def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarray | None,
              yolo_model: Path | None) -> list[Row]:
     limits = config.decode
@@ -159,6 +169,20 @@ def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarr
             align_sequence(t.masks, None, min_pixels=config.min_mask_pixels)
         return sum(len(t.positions) for t in tracks)
 
+    # Today's silhouettes come from a background model per pixel; each pixel that ends up in a person's
+    # mask was judged by a model that had learnt that pixel's whole warm-up. So any path giving today's
+    # silhouettes must at least warm up a model on those pixels: MOG2 on them alone, packed into one row
+    # (it models each pixel from its own history, so packing changes no work), is a lower bound.
+    rows_, cols_ = persons_pixels(detections, clip.frames.shape[1:3])
+    packed = np.ascontiguousarray(clip.frames[:, rows_, cols_][:, None])
+    packed_background = np.ascontiguousarray(
+        segmenter._background_at(clip.frames.shape[2], clip.frames.shape[1])[:, rows_, cols_][:, None])
+    own = np.round(np.linspace(0, len(clip.frames) - 1, min(len(clip.frames), segmenter.config.warmup_frames)))
+
+    def warm_up_persons_pixels() -> int:
+        segmenter._warmed_up_subtractor(packed_background, packed[own.astype(np.int64)])
+        return len(clip.frames)
+
     rows = [
         Row(name, "decode only (FFmpeg, no conversion)", lambda: ffmpeg_decode_only(path, limits)),
         Row(name, "decode to RGB, today (full size)", lambda: len(legacy_decode(path, config).frames)),
@@ -171,6 +195,9 @@ def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarr
         Row(name, "  now: segment (bgsub)", segment),
         Row(name, "  now: track", track),
         Row(name, "  now: align (track frames)", align),
+        Row(name, f"  bound: background model warm-up on the persons' pixels only "
+                  f"({len(rows_) / (clip.frames.shape[1] * clip.frames.shape[2]):.0%} of the frame)",
+            warm_up_persons_pixels),
     ]
     if yolo_model is not None:
         rows += yolo_rows(name, path, config, yolo_model)
@@ -300,7 +327,27 @@ def summary(rows: list[Row]) -> list[str]:
             over_decode = getattr(now, median) / getattr(decode_now, median) if decode_now else float("nan")
             lines.append(f"{clip} ({clock} time): now / today = {ratio:.2f}x frames/s; the whole path now takes "
                          f"{over_floor:.2f}x the decode-only time ({over_decode:.2f}x decoding to working-size RGB)")
+            bound = bound_seconds(by_name, median)
+            if bound is not None:
+                lines.append(f"{clip} ({clock} time): least a path with today's silhouettes can take, decoding + the "
+                             f"warm-up on the persons' pixels + track + align as now: {bound[0] / getattr(floor, median):.2f}x "
+                             f"the decode-only time; with decoding to working-size RGB instead of decoding alone: "
+                             f"{bound[1] / getattr(floor, median):.2f}x")
     return lines
+
+
+def bound_seconds(by_name: dict[str, Row], median: str) -> tuple[float, float] | None:
+    """Lower bounds (seconds) for today's silhouettes: decode-only, or decoding to working-size RGB,
+    plus the persons'-pixels warm-up, tracking and alignment (no classification, no clean-up)."""
+    def seconds(prefix: str) -> float | None:
+        row = next((r for n, r in by_name.items() if n.startswith(prefix)), None)
+        return None if row is None else getattr(row, median)
+
+    parts = [seconds(p) for p in ("decode only", "decode to RGB, now", "  bound:", "  now: track", "  now: align")]
+    if any(p is None for p in parts):
+        return None
+    floor, decode_rgb, warm_up, track, align = parts
+    return floor + warm_up + track + align, decode_rgb + warm_up + track + align
 
 
 def format_agreement(results: list[ClipAgreement]) -> str:
