@@ -4,6 +4,7 @@ plus how far their aligned silhouettes agree.
 
     python bench/pipeline.py [--clips casia 720p | PATH ...] [--repeat 5] [--max-frames 120]
                              [--agreement shared|timed|none] [--yolo-model PATH] [--data-dir .gaitid]
+                             [--bgsub KEY=VALUE ...]   # a variant of the current path's BgSubConfig
 
 Rows per clip (each run once as a warm-up, then `--repeat` times, interleaved round by round so that
 a change in the machine's load hits every row alike; the median is reported):
@@ -14,7 +15,12 @@ a change in the machine's load hits every row alike; the median is reported):
   subtraction), track, align, and whatever else `ClipPipeline.process` does; no depth, no embedding;
 - the current path's stages one by one on its own decoded clip (segment, track, align), and YOLO-seg
   when a model is installed or given (`--yolo-model`; a random-weight export times the work only,
-  its detections mean nothing).
+  its detections mean nothing);
+- a lower bound for any path that keeps today's silhouettes: each pixel that ends in a person's mask
+  was judged by a background model that learnt that pixel's whole warm-up, so the row times MOG2's
+  warm-up on those pixels alone (packed into one row: the same per-pixel work, tested). The summary
+  adds decoding, tracking and alignment as they now run, and counts nothing for pixel conversion,
+  classification or clean-up.
 Agreement: per clip, the mean IoU of the aligned silhouettes of the frames both paths aligned (tracks
 paired by shared frames) and the share of frames both aligned; `shared` runs it on every shared clip.
 Beside it, two yardsticks: today's path against itself when only the YUV->RGB conversion of the same
@@ -34,6 +40,7 @@ its load; compare rows of one run.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -68,6 +75,8 @@ cv2.setNumThreads(1)
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 OUT = REPO / "bench" / "out"
 CASIA_BACKGROUND = VIDEOS / "casia-b" / "001-bkgrd-090.avi"
+# The current path's background subtraction; `--bgsub KEY=VALUE` tries variants (e.g. warmup_frames=16).
+CURRENT_BGSUB = BgSubConfig()
 NAMED_CLIPS = {"casia": VIDEOS / "casia-b" / "002-nm-01-090.avi", "720p": VIDEOS / "phone" / "demo1.mp4"}
 
 
@@ -130,7 +139,7 @@ def new_pipeline(config: PipelineConfig, background: np.ndarray | None, *, full_
                  whole_frames: bool = False) -> ClipPipeline:
     """The current path; `full_size` and `whole_frames` together: exact mode (today's silhouettes)."""
     config = replace(config, decode_at_working_size=not full_size)
-    bgsub = BgSubConfig(tile_side=None) if whole_frames else BgSubConfig()
+    bgsub = replace(CURRENT_BGSUB, tile_side=None) if whole_frames else CURRENT_BGSUB
     return ClipPipeline(config, BackgroundSubtractionSegmenter(bgsub, background=background))
 
 
@@ -365,6 +374,18 @@ def format_agreement(results: list[ClipAgreement]) -> str:
     return "\n".join(lines)
 
 
+def bgsub_field(item: str) -> tuple[str, object]:
+    """'warmup_frames=16' -> ('warmup_frames', 16); a number, None, or a string."""
+    key, _, text = item.partition("=")
+    if key not in BgSubConfig.__dataclass_fields__:
+        raise SystemExit(f"--bgsub: {key!r} is not a BgSubConfig field")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", nargs="+", default=["casia", "720p"], help="casia, 720p, or video paths")
@@ -376,7 +397,11 @@ def main() -> None:
                         help="a YOLO-seg ONNX export, or 'random' for a random-weight export (bench/pipeline_models.py); "
                              "default: the installed one, if any")
     parser.add_argument("--data-dir", type=Path, default=None, help="GAITID data dir holding models/")
+    parser.add_argument("--bgsub", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="BgSubConfig fields of the current path, e.g. warmup_frames=16 (agreement shows the cost)")
     args = parser.parse_args()
+    global CURRENT_BGSUB
+    CURRENT_BGSUB = replace(CURRENT_BGSUB, **dict(bgsub_field(item) for item in args.bgsub))
 
     settings = PipelineSettings(**({"data_dir": args.data_dir} if args.data_dir else {}))
     yolo_model = settings.yolo_path if settings.yolo_path.exists() else None
