@@ -1,6 +1,8 @@
 """GET /audit: the caller's gallery's audit log (role admin) -- every enrollment, erasure,
-re-embedding and key change, who (key name) made it, when, under which request id -- filtered and
-paged, oldest first. Written by the gallery in the transaction of each change (gallery.audit)."""
+re-embedding and key change, and every camera change, who (key name) made it, when, under which
+request id -- filtered and paged, oldest first. The gallery's own changes are written in their
+transaction (gallery.audit); camera changes by service.cameras just before the change is made, under
+the actions it names (CAMERA_ACTIONS), which the gallery knows nothing of."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
 from gallery import ACTIONS, MAX_PAGE_OFFSET
+from service.cameras import CAMERA_ACTIONS
 from service.deps import AdminDep, GalleryDep
 from service.errors import ApiError
 from service.schemas import AuditPage, audit_entry_out, error_responses
@@ -20,7 +23,8 @@ from service.schemas import AuditPage, audit_entry_out, error_responses
 router = APIRouter(tags=["audit"])
 
 MAX_PAGE = 1000
-Action = Literal[ACTIONS]  # type: ignore[valid-type]  # the tuple of gallery.audit, as one Literal
+# The gallery's actions (gallery.audit) and the cameras' (service.cameras), as one Literal.
+Action = Literal[ACTIONS + CAMERA_ACTIONS]  # type: ignore[valid-type]
 Text = Annotated[str | None, Query(min_length=1, max_length=1024)]
 
 

@@ -1,6 +1,8 @@
 """The cameras resource: GET /cameras, GET/PUT/DELETE /cameras/{camera_id}, POST
 /cameras/{camera_id}/background (service.cameras holds them). Reading needs role read; changing them
-role admin. /enroll and /identify take `camera_id` to process a clip with its camera's settings."""
+role admin, and every change is in the gallery's audit log (GET /audit?action=camera.updated, ...) with
+the settings before and after, who (key name) and the request id, because a camera's settings decide
+what the service sees. /enroll and /identify take `camera_id` to process a clip with its camera's settings."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, File, Path, Response, UploadFile
 
-from service.cameras import CAMERA_ID_PATTERN, Camera, CameraSettings
-from service.deps import AdminDep, CamerasDep, ReaderDep, SettingsDep
+from service.cameras import CAMERA_ID_PATTERN, Camera, CameraSettings, gallery_audit
+from service.deps import AdminDep, AuditDep, CamerasDep, GalleryDep, ReaderDep, SettingsDep
 from service.pipeline.config import DecodeLimits
 from service.pipeline.decode import decode_video
 from service.routers.clips import check_upload
@@ -41,18 +43,23 @@ async def get_camera(camera_id: CameraIdPath, caller: ReaderDep, cameras: Camera
     **error_responses({404: "the background id names no stored clip (background_not_found)",
                        422: "invalid camera id or settings"})})
 async def put_camera(camera_id: CameraIdPath, settings: CameraSettings, caller: AdminDep, cameras: CamerasDep,
-                     response: Response) -> Camera:
-    """Create or replace the camera's settings (201 when created). `background` must be a stored clip's
-    id (another camera's); upload a new one with POST /cameras/{camera_id}/background."""
-    camera, created = await anyio.to_thread.run_sync(cameras.put, caller.gallery, camera_id, settings)
+                     audit_context: AuditDep, gallery: GalleryDep, response: Response) -> Camera:
+    """Create or replace the camera's settings (201 when created; audited as camera.created or
+    camera.updated). `background` must be a stored clip's id (another camera's); upload a new one with
+    POST /cameras/{camera_id}/background."""
+    audit = gallery_audit(gallery, caller.gallery, audit_context)
+    camera, created = await anyio.to_thread.run_sync(cameras.put, caller.gallery, camera_id, settings, audit)
     response.status_code = 201 if created else 200
     return camera
 
 
 @router.delete("/{camera_id}", response_model=Camera, responses=_NOT_FOUND)
-async def delete_camera(camera_id: CameraIdPath, caller: AdminDep, cameras: CamerasDep) -> Camera:
-    """Remove the camera (its background clip goes too when no other camera uses it); answers what was removed."""
-    return await anyio.to_thread.run_sync(cameras.delete, caller.gallery, camera_id)
+async def delete_camera(camera_id: CameraIdPath, caller: AdminDep, cameras: CamerasDep, audit_context: AuditDep,
+                        gallery: GalleryDep) -> Camera:
+    """Remove the camera (its background clip goes too when no other camera uses it; audited as
+    camera.deleted); answers what was removed."""
+    audit = gallery_audit(gallery, caller.gallery, audit_context)
+    return await anyio.to_thread.run_sync(cameras.delete, caller.gallery, camera_id, audit)
 
 
 @router.post("/{camera_id}/background", response_model=Camera, responses={
@@ -64,13 +71,17 @@ async def upload_background(
     caller: AdminDep,
     cameras: CamerasDep,
     settings: SettingsDep,
+    audit_context: AuditDep,
+    gallery: GalleryDep,
     response: Response,
     video: Annotated[UploadFile, File(description="a clip of the camera's scene with nobody in it")],
 ) -> Camera:
     """Store the camera's empty-scene clip: background subtraction learns the scene from it before each of
-    the camera's clips (creates the camera when needed; 201 then)."""
+    the camera's clips (creates the camera when needed; 201 then). Audited as camera.background."""
     check_upload(video, settings.http)
     await anyio.to_thread.run_sync(partial(decode_video, video.file, _CHECK_LIMITS))  # 415 if it does not decode
-    camera, created = await anyio.to_thread.run_sync(cameras.attach_background, caller.gallery, camera_id, video.file)
+    audit = gallery_audit(gallery, caller.gallery, audit_context)
+    camera, created = await anyio.to_thread.run_sync(
+        cameras.attach_background, caller.gallery, camera_id, video.file, audit)
     response.status_code = 201 if created else 200
     return camera
