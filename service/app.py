@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          clip_limiter=anyio.CapacityLimiter(settings.http.max_concurrent_clips),
                          clip_cache=ClipCache(int(settings.http.clip_cache_mb * 2**20), settings.http.clip_cache_ttl_s),
                          cameras=CameraRegistry(cameras_dir(settings.pipeline.data_dir)))
+    metrics.watch_clip_cache(lambda: state.clip_cache.stats())  # the cache in the state when scraped
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

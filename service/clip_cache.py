@@ -10,6 +10,12 @@ thumbnail image (WebP, ~15 KB) -- never the video or its frames.
 Bounded: least recently used clips go first once the kept bytes pass `max_bytes`, and every clip goes
 `ttl_s` seconds after it was processed (cachetools.TTLCache). A clip is visible only to the galleries
 whose callers uploaded it (another tenant holding the same bytes gets it by uploading them).
+
+Counted (`ClipCache.stats`, exported at /metrics by service.metrics): hits and misses of repeat
+uploads and of clip ids, clips dropped to stay within `max_bytes` (evictions) or after `ttl_s`
+(expirations), clips too large to keep at all, and the bytes held -- what sizing GAITID_CLIP_CACHE_MB
+and GAITID_CLIP_CACHE_TTL_S needs. Plain counters read on demand: the cache knows nothing of HTTP or
+Prometheus.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ from service.pipeline.pipeline import ClipResult
 from service.pipeline.quality import TrackQuality, track_quality
 from service.pipeline.thumbnails import encode, strip_of
 from service.pipeline.types import AlignedSequence, ClipOverrides
+
+# How a clip is looked up, as the hit and miss counts tell them apart: "upload" (the same bytes sent
+# again: a hit saves a pipeline run) and "clip_id" (a clip named by its id: /enroll with clip_id,
+# thumbnails; a miss is a clip_expired answer).
+LOOKUPS = ("upload", "clip_id")
 
 CLIP_ID_HEX = 32
 CLIP_ID_PATTERN = rf"^[0-9a-f]{{{CLIP_ID_HEX}}}$"
@@ -91,15 +102,52 @@ def processed_clip(clip_id: str, result: ClipResult, source_name: str) -> Proces
                          source_name=source_name)
 
 
+@dataclass(frozen=True)
+class ClipCacheStats:
+    """What the cache did since it was made (counts) and holds now."""
+
+    hits: dict[str, int]  # lookup (LOOKUPS) -> clips found
+    misses: dict[str, int]  # lookup -> clips not found (never kept, expired, evicted, or another gallery's)
+    evictions: int  # least recently used clips dropped to make room (max_bytes)
+    expirations: int  # clips dropped ttl_s after they were processed or last uploaded again
+    too_large: int  # processed clips larger than the whole cache, never kept (none counted with max_bytes 0)
+    clips: int
+    bytes_kept: int
+    max_bytes: int
+
+
+class _CountingTTLCache(TTLCache):
+    """cachetools.TTLCache counting what it drops and why: `popitem` is its least-recently-used eviction
+    (called while an insertion would pass maxsize), `expire` removes clips past their time."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.evictions = 0
+        self.expirations = 0
+
+    def expire(self, time=None):
+        expired = super().expire(time)
+        self.expirations += len(expired)
+        return expired
+
+    def popitem(self):
+        item = super().popitem()
+        self.evictions += 1
+        return item
+
+
 class ClipCache:
     """LRU + TTL store of ProcessedClips, bounded in bytes; thread-safe. max_bytes=0 keeps nothing."""
 
     def __init__(self, max_bytes: int, ttl_s: float, timer: Callable[[], float] = time.monotonic):
         self.max_bytes = int(max_bytes)
         self.ttl_s = float(ttl_s)
-        self._clips: TTLCache[str, ProcessedClip] = TTLCache(
+        self._clips: _CountingTTLCache = _CountingTTLCache(
             maxsize=max(1, self.max_bytes), ttl=self.ttl_s, timer=timer, getsizeof=lambda clip: clip.nbytes)
         self._lock = threading.Lock()
+        self._hits = dict.fromkeys(LOOKUPS, 0)
+        self._misses = dict.fromkeys(LOOKUPS, 0)
+        self._too_large = 0
 
     def __len__(self) -> int:
         with self._lock:
@@ -112,10 +160,23 @@ class ClipCache:
             self._clips.expire()
             return int(self._clips.currsize)
 
+    def stats(self) -> ClipCacheStats:
+        """The counts so far and what is held now (clips past their time are dropped, and counted, first)."""
+        with self._lock:
+            self._clips.expire()
+            return ClipCacheStats(hits=dict(self._hits), misses=dict(self._misses), evictions=self._clips.evictions,
+                                  expirations=self._clips.expirations, too_large=self._too_large,
+                                  clips=len(self._clips), bytes_kept=int(self._clips.currsize),
+                                  max_bytes=self.max_bytes)
+
     def put(self, processed: ProcessedClip, gallery: str) -> ProcessedClip:
         """Keep `processed` for `gallery`'s callers (a clip larger than the whole cache is not kept)."""
         processed.galleries.add(gallery)
-        if self.max_bytes <= 0 or processed.nbytes > self.max_bytes:
+        if self.max_bytes <= 0:
+            return processed
+        if processed.nbytes > self.max_bytes:
+            with self._lock:
+                self._too_large += 1
             return processed
         with self._lock:
             self._clips[processed.clip_id] = processed
@@ -126,18 +187,24 @@ class ClipCache:
         """The clip if `gallery`'s callers uploaded it and it is still kept (marks it recently used)."""
         with self._lock:
             processed = self._clips.get(clip_id)
-            return processed if processed is not None and gallery in processed.galleries else None
+            found = processed if processed is not None and gallery in processed.galleries else None
+            self._count("clip_id", found is not None)
+            return found
 
     def uploaded_again(self, clip_id: str, gallery: str) -> ProcessedClip | None:
         """A repeat upload of the same bytes (any gallery: the caller holds them): the kept clip, now
         also `gallery`'s and kept for another `ttl_s`, or None."""
         with self._lock:
             processed = self._clips.get(clip_id)
+            self._count("upload", processed is not None)
             if processed is None:
                 return None
             processed.galleries.add(gallery)
             self._clips[clip_id] = processed
             return processed
+
+    def _count(self, lookup: str, hit: bool) -> None:  # under the lock
+        (self._hits if hit else self._misses)[lookup] += 1
 
     def require(self, clip_id: str, gallery: str) -> ProcessedClip:
         processed = self.get(clip_id, gallery)

@@ -1,16 +1,23 @@
-"""Prometheus metrics: requests and latency per route, pipeline stage timings, batch sizes and
-the gallery's size. Each app owns its registry, so several apps (tests) never share counters."""
+"""Prometheus metrics: requests and latency per route, pipeline stage timings, batch sizes, the
+gallery's size, and the clip cache's hits, misses, evictions, expirations and bytes held (to size
+GAITID_CLIP_CACHE_MB and GAITID_CLIP_CACHE_TTL_S). Each app owns its registry, so several apps (tests)
+never share counters. The gallery and the clip cache are read when scraped: they keep their own
+numbers and know nothing of Prometheus."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from service.clip_cache import ClipCacheStats
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,38 @@ class _GalleryCollector(Collector):
             sequences.add_metric([namespace], sequence_count)
         yield subjects
         yield sequences
+
+
+class _ClipCacheCollector(Collector):
+    """Reads the clip cache's counts when scraped (service.clip_cache.ClipCache.stats)."""
+
+    def __init__(self, stats: Callable[[], ClipCacheStats]):
+        self._stats = stats
+
+    def collect(self):
+        stats = self._stats()
+        hits = CounterMetricFamily("gaitid_clip_cache_hits", "Clip cache look-ups that found the clip, by look-up "
+                                   "(upload: the same bytes again, no pipeline run; clip_id: a clip named by its id)",
+                                   labels=["lookup"])
+        misses = CounterMetricFamily("gaitid_clip_cache_misses", "Clip cache look-ups that did not find the clip, by "
+                                     "look-up (upload: the pipeline ran; clip_id: answered clip_expired)",
+                                     labels=["lookup"])
+        for lookup, count in stats.hits.items():
+            hits.add_metric([lookup], count)
+        for lookup, count in stats.misses.items():
+            misses.add_metric([lookup], count)
+        yield hits
+        yield misses
+        yield CounterMetricFamily("gaitid_clip_cache_evictions", "Kept clips dropped, least recently used first, to "
+                                  "stay within GAITID_CLIP_CACHE_MB", value=stats.evictions)
+        yield CounterMetricFamily("gaitid_clip_cache_expirations", "Kept clips dropped GAITID_CLIP_CACHE_TTL_S after "
+                                  "they were processed or last uploaded again", value=stats.expirations)
+        yield CounterMetricFamily("gaitid_clip_cache_too_large", "Processed clips larger than the whole clip cache, "
+                                  "never kept", value=stats.too_large)
+        yield GaugeMetricFamily("gaitid_clip_cache_bytes", "Bytes held by kept clips", value=stats.bytes_kept)
+        yield GaugeMetricFamily("gaitid_clip_cache_max_bytes", "The clip cache's bound (GAITID_CLIP_CACHE_MB)",
+                                value=stats.max_bytes)
+        yield GaugeMetricFamily("gaitid_clip_cache_clips", "Clips kept", value=stats.clips)
 
 
 class ServiceMetrics:
@@ -74,6 +113,9 @@ class ServiceMetrics:
 
     def watch_gallery(self, sizes: GallerySizes) -> None:
         self.registry.register(_GalleryCollector(sizes))
+
+    def watch_clip_cache(self, stats: Callable[[], ClipCacheStats]) -> None:
+        self.registry.register(_ClipCacheCollector(stats))
 
     def observe_stages(self, timings_s: Mapping[str, float]) -> None:
         for stage, seconds in timings_s.items():

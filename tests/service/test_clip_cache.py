@@ -1,5 +1,5 @@
 """service.clip_cache: clip ids (bytes + overrides), the byte bound (least recently used go first), the time
-bound, galleries, and what a kept clip holds (encoded thumbnails and quality, no preview arrays)."""
+bound, galleries, what a kept clip holds (encoded thumbnails and quality, no preview arrays), and what it counts."""
 
 from __future__ import annotations
 
@@ -75,3 +75,29 @@ def test_a_clip_is_only_seen_by_its_galleries_and_zero_bytes_keeps_nothing():
     assert cache.get(kept.clip_id, "globex") is None and cache.thumbnail(kept.clip_id, 1, "globex") is None
     off = ClipCache(max_bytes=0, ttl_s=60)
     assert off.put(processed_clip("e" * 32, result(), "v"), "g").kept is False and len(off) == 0
+
+
+def test_stats_count_hits_misses_evictions_expirations_and_bytes():
+    now = [0.0]
+    one = processed_clip("1" * 32, result(), "a").nbytes
+    cache = ClipCache(max_bytes=int(2.5 * one), ttl_s=10, timer=lambda: now[0])
+    clips = [processed_clip(str(i) * 32, result(), "v") for i in range(3)]
+    assert cache.uploaded_again(clips[0].clip_id, "g") is None  # a first upload: a miss
+    cache.put(clips[0], "g")
+    assert cache.uploaded_again(clips[0].clip_id, "g") is clips[0]  # the same bytes again: a hit
+    assert cache.get(clips[0].clip_id, "g") is clips[0] and cache.get(clips[0].clip_id, "other") is None
+    cache.put(clips[1], "g")
+    cache.put(clips[2], "g")  # past the byte bound: clips[0], the least recently used, is evicted
+    cache.put(processed_clip("9" * 32, result(tracks=3), "v"), "g")  # larger than the whole cache
+    stats = cache.stats()
+    assert stats.hits == {"upload": 1, "clip_id": 1} and stats.misses == {"upload": 1, "clip_id": 1}
+    assert (stats.evictions, stats.expirations, stats.too_large, stats.clips) == (1, 0, 1, 2)
+    assert stats.bytes_kept == 2 * one and stats.max_bytes == int(2.5 * one)
+    now[0] = 11.0
+    assert cache.thumbnail(clips[1].clip_id, 1, "g") is None  # expired: a miss by clip id
+    stats = cache.stats()
+    assert (stats.evictions, stats.expirations, stats.clips, stats.bytes_kept) == (1, 2, 0, 0)
+    assert stats.misses["clip_id"] == 2
+    off = ClipCache(max_bytes=0, ttl_s=60)
+    assert off.put(processed_clip("8" * 32, result(), "v"), "g").kept is False
+    assert off.stats().too_large == 0  # a cache that is off keeps nothing, and nothing is "too large" for it

@@ -1,12 +1,14 @@
 """Answers a person can check, over HTTP (fake pipeline): each track's thumbnail_url (served while the clip is
 kept, then 404 clip_expired), quality block and margin, the clip_id; and choosing a track after a 409, or
-sending the same bytes again, without running the pipeline again (service.clip_cache)."""
+sending the same bytes again, without running the pipeline again (service.clip_cache); the cache's hits, misses,
+evictions, expirations and bytes on /metrics."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.clip_cache import ClipCache
 from tests.service.conftest import clip, error_of, gallery_sequences, serve
@@ -111,6 +113,49 @@ def test_an_expired_clip_answers_404_clip_expired(client, fake):
     late = client.post("/enroll", data={"subject_id": "pair", "clip_id": clip_id, "track_id": "1"})
     assert late.status_code == 404 and error_of(late) == "clip_expired"
     assert gallery_sequences(client) == 0
+
+
+def clip_cache_metrics(client) -> dict[str, float]:
+    """The clip cache's series on /metrics, by name and look-up: {"gaitid_clip_cache_hits_total/upload": 1.0, ...}."""
+    return {sample.name + "".join(f"/{v}" for v in sample.labels.values()): sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+            if family.name.startswith("gaitid_clip_cache") for sample in family.samples}
+
+
+def test_metrics_count_the_clip_caches_hits_misses_and_bytes(client, fake):
+    first = client.post("/identify", files={"video": clip("p", "q")})
+    after_first = clip_cache_metrics(client)
+    assert after_first["gaitid_clip_cache_misses_total/upload"] == 1 and after_first[
+        "gaitid_clip_cache_hits_total/upload"] == 0
+    assert after_first["gaitid_clip_cache_clips"] == 1 and after_first["gaitid_clip_cache_bytes"] > 2 * 20 * 64 * 44
+
+    again = client.post("/identify", files={"video": clip("p", "q")})
+    assert again.json()["clip_id"] == first.json()["clip_id"] and fake.calls == 1
+    client.get(first.json()["tracks"][0]["track"]["thumbnail_url"])
+    client.get(f"/clips/{'0' * 32}/tracks/1/thumbnail.webp")  # never kept: 404 clip_expired
+    counted = clip_cache_metrics(client)
+    assert (counted["gaitid_clip_cache_hits_total/upload"], counted["gaitid_clip_cache_misses_total/upload"]) == (1, 1)
+    assert (counted["gaitid_clip_cache_hits_total/clip_id"], counted["gaitid_clip_cache_misses_total/clip_id"]) == (1, 1)
+    assert counted["gaitid_clip_cache_bytes"] == after_first["gaitid_clip_cache_bytes"]
+    assert counted["gaitid_clip_cache_evictions_total"] == counted["gaitid_clip_cache_expirations_total"] == 0
+    assert counted["gaitid_clip_cache_max_bytes"] == 256 * 2**20  # GAITID_CLIP_CACHE_MB's default
+
+
+def test_metrics_count_expired_and_evicted_clips(client, fake):
+    now = [0.0]
+    state = client.app.state.gaitid
+    state.clip_cache = ClipCache(2**20, ttl_s=60.0, timer=lambda: now[0])  # /metrics reads the cache in the state
+    client.post("/identify", files={"video": clip("p")})
+    one = clip_cache_metrics(client)["gaitid_clip_cache_bytes"]  # what one such clip holds
+    state.clip_cache = ClipCache(int(1.5 * one), ttl_s=60.0, timer=lambda: now[0])  # room for one clip
+    client.post("/identify", files={"video": clip("p")})
+    client.post("/identify", files={"video": clip("q")})  # p's clip makes room for q's
+    evicted = clip_cache_metrics(client)
+    assert evicted["gaitid_clip_cache_evictions_total"] == 1 and evicted["gaitid_clip_cache_clips"] == 1
+    now[0] = 61.0
+    expired = clip_cache_metrics(client)
+    assert expired["gaitid_clip_cache_expirations_total"] == 1
+    assert expired["gaitid_clip_cache_clips"] == expired["gaitid_clip_cache_bytes"] == 0
 
 
 @pytest.mark.parametrize("with_video", [True, False])
