@@ -75,11 +75,14 @@ class SubjectWalks:
 
 
 def subject_walks(gallery: Any, subject_id: str, *, namespace: str = "default") -> SubjectWalks:
-    """The subject's walks from an open `gallery.Gallery` (SubjectNotFoundError when not enrolled)."""
+    """The subject's walks from an open `gallery.Gallery` (SubjectNotFoundError when not enrolled,
+    or erased: an erased subject has no walk to search with, so no sighting, only "not found")."""
     record = gallery.get_subject(subject_id, namespace=namespace)
     model_id = gallery.status(namespace).model_id
     ids, subjects, embeddings = gallery.export_embeddings(namespace=namespace)
     mine = np.array([s == record.subject_id for s in subjects], bool)
+    if not mine.any():  # erased since the look-up: say so, not "re-embed"
+        gallery.get_subject(subject_id, namespace=namespace)
     if model_id is None or not mine.any():
         raise GalleryMismatchError(
             f"subject {record.subject_id!r} has no embedding of the gallery's model {model_id}: re-embed the gallery")
@@ -207,19 +210,20 @@ def sync_index(state: RescoreState, model_id: str, current: np.ndarray,
     """The compact index of the state's tracks of `model_id` (`current`: their row ids), brought up
     to date, and its shortlist margin.
 
-    Loaded from its file; tracks new since (or whose file was processed again) are added. Tracks
-    gone are not removed: their ids drop out at search time (`state_vectors` finds no row), because
-    vectors added to a trained fast-scan index after a removal get lost (gallery.compact_index,
-    faiss 1.x); the index is rebuilt instead once such dead entries are a quarter of it. The margin
-    is measured again when the index learnt its compression or doubled since. Saved when anything
-    changed; built from scratch when there is no usable file."""
+    Loaded from its file; tracks gone (or whose file was processed again: SQLite may give their new
+    rows the old ids) are removed, then tracks new since are added. Plain removal is safe since
+    CompactIndex.remove clears the slots faiss's fast-scan removal left stale
+    (`_clear_fast_scan_padding`); a file written before then (its header counts "dead" entries kept
+    in place of removals) is rebuilt once. The margin is measured again when the index learnt its
+    compression or doubled since. Saved when anything changed; built from scratch when there is no
+    usable file."""
     path = sightings_index_path(state, model_id)
     synced_at = state.last_processed_at(model_id) or ""
     index, header = None, {}
     if path.is_file():
         try:
             index, header = CompactIndex.load(path)
-            if header.get("model_id") != model_id:
+            if header.get("model_id") != model_id or int(header.get("dead", 0)):
                 index, header = None, {}
         except IndexFileError as exc:
             log.warning("rebuilding the sightings index %s: %s", path, exc)
@@ -228,18 +232,15 @@ def sync_index(state: RescoreState, model_id: str, current: np.ndarray,
     if index is not None:
         held = np.unique(index.ids())
         redone = np.array(state.rowids_processed_since(model_id, str(header.get("synced_at") or "")), np.int64)
+        gone = np.union1d(np.setdiff1d(held, current), np.intersect1d(redone, held))
         fresh = np.union1d(np.setdiff1d(current, held), np.intersect1d(redone, current))
-        dead = len(np.setdiff1d(held, current)) + len(np.intersect1d(redone, held)) + int(header.get("dead", 0))
-        if dead > index.ntotal // 4:
-            index, header, changed = None, {}, True
-        else:
-            for ids, vectors in _vector_chunks(state, model_id, fresh):
-                index.add(ids, vectors)
-            changed = bool(len(fresh)) or header.get("synced_at") != synced_at
-            header["dead"] = dead if changed else int(header.get("dead", 0))
+        index.remove(gone)
+        for ids, vectors in _vector_chunks(state, model_id, fresh):
+            index.add(ids, vectors)
+        changed = bool(len(gone)) or bool(len(fresh)) or header.get("synced_at") != synced_at
     if index is None:
         index = _build(state, model_id, current, spec)
-        header = {"dead": 0}
+        header = {}
     if index is None:  # no track of this model at all
         return CompactIndex(1, spec or INDEX_SPEC), 0.0
     margin, calibrated_at = float(header.get("margin", 0.0)), int(header.get("calibrated_at", 0))
@@ -251,7 +252,7 @@ def sync_index(state: RescoreState, model_id: str, current: np.ndarray,
     if changed:
         try:
             index.save(path, {"model_id": model_id, "synced_at": synced_at, "margin": margin,
-                              "calibrated_at": calibrated_at, "dead": int(header.get("dead", 0))})
+                              "calibrated_at": calibrated_at})
         except OSError as exc:  # a read-only archive: search from memory, rebuild next time
             log.warning("the sightings index cannot be saved to %s: %s", path, exc)
     return index, margin
