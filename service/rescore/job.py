@@ -113,6 +113,7 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
                              state=Path(options.state or default_state_path(options.out)))
     with RescoreState(summary.state) as state:
         _check_extraction_settings(state, model_id, options, summary)
+        state.note_results(options.out, fmt)  # erasing a subject redacts it (service.rescore.redact)
         known = state.cached_hashes(paths)
         done = set() if options.force else state.done_hashes(model_id)
         overrides = camera_overrides(paths, parser, cameras, options.camera_overrides or {})

@@ -4,7 +4,9 @@ Per subject: every sighting (video, camera, time, frame range, similarity) with 
 the track's aligned silhouettes, inlined as a base64 PNG (the strips are stored in the state file
 next to the results at re-scoring time, so the report needs no video). Then the unknown tracks and
 the videos without a track (corrupt, nobody walking). One file, no external assets: it can be
-mailed or attached to a case file.
+mailed or attached to a case file. The state records each report built with it, so that erasing
+a subject builds the report again without them (service.rescore.redact); copies sent away are
+beyond its reach.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import jinja2
 
 from service.rescore.results import read_results
-from service.rescore.store import RescoreState, default_state_path
+from service.rescore.store import ReportSource, RescoreState, default_state_path
 
 _TEMPLATE = """{% macro sightings(rows, best=False) %}
 <table><tr><th>video</th><th>camera</th><th>time</th><th>frames</th><th class="num">similarity</th>
@@ -82,12 +84,14 @@ def build_report(results: str | Path, out: str | Path, *, state: str | Path | No
     records = read_results(results, fmt)
     state_path = Path(state) if state is not None else default_state_path(results)
     store = RescoreState(state_path) if state_path.exists() else None
+    out = Path(out)
     try:
         page, summary = _render(records, results, store, unknown_limit)
+        if store is not None:  # so that erasing a subject builds it again (service.rescore.redact)
+            store.note_report(ReportSource(out, results, fmt, unknown_limit))
     finally:
         if store is not None:
             store.close()
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")

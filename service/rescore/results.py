@@ -27,6 +27,8 @@ Record fields (RECORD_FIELDS, in this order):
     threshold, namespace, gallery_generation   what the decision was made with
     error_code, error   why a video has no track (invalid_video, no_person, too_few_frames,
                      clip_too_long, unreadable, internal_error); null on track records
+    redacted         true when a subject erased from the gallery was taken out of this record
+                     afterwards (service.rescore.redact); it never says who
 CSV stores the list fields as JSON text; Parquet as typed lists and structs.
 """
 
@@ -55,7 +57,7 @@ FORMAT_BY_SUFFIX: dict[str, ResultsFormat] = {
 RECORD_FIELDS = (
     "video", "camera", "recorded_at", "sha256", "model_id", "track_id", "first_frame", "last_frame", "frames",
     "start_s", "end_s", "start_time", "end_time", "fps", "frame_indices", "boxes", "candidates", "decision",
-    "subject_id", "similarity", "threshold", "namespace", "gallery_generation", "error_code", "error",
+    "subject_id", "similarity", "threshold", "namespace", "gallery_generation", "error_code", "error", "redacted",
 )
 _LIST_FIELDS = ("frame_indices", "boxes", "candidates")
 _CHUNK_FILES = 256  # files whose tracks are scored in one gallery search
@@ -149,7 +151,7 @@ def _base(path: str, info: Any, sha: str | None, model_id: str, scorer: GalleryS
     record = dict.fromkeys(RECORD_FIELDS)
     record.update(video=path, camera=info.camera, recorded_at=_iso(info.recorded_at), sha256=sha, model_id=model_id,
                   threshold=scorer.threshold, namespace=scorer.namespace, gallery_generation=scorer.generation,
-                  frame_indices=[], boxes=[], candidates=[], frames=0)
+                  frame_indices=[], boxes=[], candidates=[], frames=0, redacted=False)
     return record
 
 
@@ -279,7 +281,7 @@ def parquet_schema():
     types = {
         "track_id": pa.int64(), "first_frame": pa.int64(), "last_frame": pa.int64(), "frames": pa.int64(),
         "start_s": pa.float64(), "end_s": pa.float64(), "fps": pa.float64(), "similarity": pa.float64(),
-        "threshold": pa.float64(), "gallery_generation": pa.int64(),
+        "threshold": pa.float64(), "gallery_generation": pa.int64(), "redacted": pa.bool_(),
         "frame_indices": pa.list_(pa.int64()), "boxes": pa.list_(pa.list_(pa.float64())),
         "candidates": pa.list_(candidate),
     }
@@ -295,6 +297,11 @@ def _csv_row(record: dict) -> dict:
 
 def read_results(path: str | Path, fmt: str | None = None) -> list[dict]:
     """Records of a results file in any of the three formats, with list fields as lists again."""
+    return list(iter_results(path, fmt))
+
+
+def iter_results(path: str | Path, fmt: str | None = None, batch: int = 1000) -> Iterator[dict]:
+    """read_results one record at a time (a large file is never held whole)."""
     path = Path(path)
     if not path.exists():
         raise OptionError(f"the results file {path} does not exist")
@@ -302,15 +309,40 @@ def read_results(path: str | Path, fmt: str | None = None) -> list[dict]:
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        for chunk in pq.ParquetFile(path).iter_batches(batch_size=batch):
+            yield from chunk.to_pylist()
+        return
     with open(path, encoding="utf-8", newline="") as handle:
         if kind == "jsonl":
-            return [json.loads(line) for line in handle if line.strip()]
-        return [_from_csv_row(row) for row in csv.DictReader(handle)]
+            yield from (json.loads(line) for line in handle if line.strip())
+        else:
+            yield from (_from_csv_row(row) for row in csv.DictReader(handle))
+
+
+def results_fields(path: str | Path, fmt: str | None = None) -> frozenset[str]:
+    """The field names a results file declares (its first record's, its CSV header, its Parquet
+    schema); empty for an empty or unreadable file. Cheap: reads no more than one record."""
+    try:
+        kind = results_format(path, fmt)
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return frozenset(pq.read_schema(path).names)
+        with open(path, encoding="utf-8", newline="") as handle:
+            if kind == "csv":
+                return frozenset(csv.DictReader(handle).fieldnames or ())
+            for line in handle:
+                if line.strip():
+                    first = json.loads(line)
+                    return frozenset(first) if isinstance(first, dict) else frozenset()
+    except Exception:  # noqa: BLE001 -- not a results file, whatever the reason
+        return frozenset()
+    return frozenset()
 
 
 _CSV_INTS = ("track_id", "first_frame", "last_frame", "frames", "gallery_generation")
 _CSV_FLOATS = ("start_s", "end_s", "fps", "similarity", "threshold")
+_CSV_BOOLS = ("redacted",)
 
 
 def _from_csv_row(row: dict) -> dict:
@@ -324,6 +356,8 @@ def _from_csv_row(row: dict) -> dict:
             record[key] = int(value)
         elif key in _CSV_FLOATS:
             record[key] = float(value)
+        elif key in _CSV_BOOLS:
+            record[key] = value == "True"
         else:
             record[key] = value
     return record

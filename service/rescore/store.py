@@ -10,7 +10,10 @@ It is the job's journal and the reason re-runs are cheap:
 - `thumbnails`: each track's picture (JPEG of the person's crops), shown with sightings;
 - `contents`: container facts (creation time, duration) of contents whose path gives no time;
 - `sources`: each video of the last run's listing with its camera and start time
-  (service.rescore.sources): what results records and sightings show.
+  (service.rescore.sources): what results records and sightings show;
+- `meta`: the schema version, extraction settings, and the results files and HTML reports made
+  from this state (`results:<path>`, `report:<path>`), so that erasing a subject reaches them
+  (service.rescore.redact).
 
 A file's row and its tracks are committed in one transaction (synchronous=FULL, WAL), right after
 the file is processed: a crash or Ctrl-C loses at most the files in flight, never a finished one,
@@ -23,6 +26,7 @@ Arrays are stored as .npy bytes (np.save, no pickle).
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -43,6 +47,8 @@ from service.rescore.sources import ContainerFacts, SourceFacts
 # readers, so they need no new version.
 SCHEMA_VERSION = 1
 STATE_SUFFIX = ".state.sqlite"
+_RESULTS_KEY = "results:"  # + absolute path of a results file -> its format
+_REPORT_KEY = "report:"  # + absolute path of an HTML report -> ReportSource as JSON
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -138,6 +144,16 @@ class FileRecord:
 
 
 @dataclass(frozen=True)
+class ReportSource:
+    """What an HTML report was built from, to build it again (service.rescore.report)."""
+
+    report: Path
+    results: Path
+    format: str | None
+    unknown_limit: int
+
+
+@dataclass(frozen=True)
 class StoredTrack:
     track_id: int
     frame_indices: np.ndarray
@@ -190,6 +206,33 @@ class RescoreState:
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def _meta_with_prefix(self, prefix: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+                                      (len(prefix), prefix)).fetchall()
+        return {key[len(prefix):]: value for key, value in rows}
+
+    # -- what was made from it --------------------------------------------------------------
+    def note_results(self, path: str | Path, fmt: str) -> None:
+        """Remember a results file written from this state (absolute path)."""
+        self.set_meta(_RESULTS_KEY + str(Path(path).resolve()), fmt)
+
+    def results_files(self) -> dict[Path, str]:
+        """Results files written from this state (existing or not) -> their format."""
+        return {Path(path): fmt for path, fmt in self._meta_with_prefix(_RESULTS_KEY).items()}
+
+    def note_report(self, source: ReportSource) -> None:
+        self.set_meta(_REPORT_KEY + str(source.report.resolve()), json.dumps(
+            {"results": str(source.results.resolve()), "format": source.format, "unknown_limit": source.unknown_limit}))
+
+    def reports(self) -> list[ReportSource]:
+        """HTML reports built with this state's thumbnails (existing or not)."""
+        found = []
+        for path, value in self._meta_with_prefix(_REPORT_KEY).items():
+            entry = json.loads(value)
+            found.append(ReportSource(Path(path), Path(entry["results"]), entry["format"], int(entry["unknown_limit"])))
+        return found
 
     # -- what is known ----------------------------------------------------------------------
     def cached_hashes(self, paths: Iterable[str]) -> dict[str, str]:
