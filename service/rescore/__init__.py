@@ -8,7 +8,8 @@ Modules: archive (listing, camera/time from paths, file stats), sources (each vi
 start time: folder mapping, path, container tag, mtime), extract (one video -> tracks with
 embeddings and pictures), store (the resumable SQLite state), local (threads) and ray_runner (Ray
 Data) runners, results (records, scoring, JSONL/CSV/Parquet), job (run_rescore), report (HTML),
-sightings (where and when an enrolled subject appears in the archive).
+sightings (where and when an enrolled subject appears in the archive), redact (an erased subject
+taken out of the results and reports).
 """
 
 from service.rescore.archive import DEFAULT_PATH_PATTERNS, PathInfo, PathParser, list_archive
@@ -17,6 +18,7 @@ from service.rescore.extract import Extractor, ExtractorSpec, FileJob, FileOutco
 from service.rescore.job import RescoreOptions, RescoreSummary, run_rescore
 from service.rescore.local import LocalRunner
 from service.rescore.ray_runner import RayRunner
+from service.rescore.redact import RedactionSummary, redact_subject
 from service.rescore.report import ReportSummary, build_report
 from service.rescore.results import RECORD_FIELDS, read_results
 from service.rescore.store import RescoreState, default_state_path
@@ -35,6 +37,7 @@ __all__ = [
     "PathInfo",
     "PathParser",
     "RayRunner",
+    "RedactionSummary",
     "ReportSummary",
     "RescoreError",
     "RescoreOptions",
@@ -45,5 +48,6 @@ __all__ = [
     "default_state_path",
     "list_archive",
     "read_results",
+    "redact_subject",
     "run_rescore",
 ]
