@@ -359,9 +359,11 @@ class Gallery:
                             replaced_sequence_ids=tuple(replaced), created=created, generation=bumped.generation)
 
     def delete_subject(self, subject_id: str, *, namespace: str = DEFAULT_NAMESPACE,
-                       audit_context: AuditContext | None = None) -> int:
+                       audit_context: AuditContext | None = None,
+                       audit_details: Mapping[str, Any] | None = None) -> int:
         """Erase a subject: its sequences (aligned silhouettes, depth), their embeddings and index
-        vectors; returns how many sequences went. The audit entry lists the erased sequence ids.
+        vectors; returns how many sequences went. The audit entry lists the erased sequence ids, plus
+        `audit_details` (what the caller erased elsewhere beforehand: counts, ids, never biometric data).
         `subject_id` is matched as get_subject matches it. Raises SubjectNotFoundError."""
         self._check_open()
         namespace = check_namespace(namespace)
@@ -375,7 +377,7 @@ class Gallery:
                 self.store.delete_subject(conn, namespace, subject_id)
                 foreign_change = row is None or row.generation != state.generation
                 bumped = self.store.bump_generation(conn, namespace)
-                audit.append(conn, namespace, audit_context, audit.DELETED, subject_id,
+                audit.append(conn, namespace, audit_context, audit.DELETED, subject_id, **dict(audit_details or {}),
                              erased_sequence_ids=sequence_ids,
                              erased=["aligned sequences", "embeddings", "index vectors", "subject record"])
                 fault_point("delete:written")

@@ -184,6 +184,10 @@ class SubjectList(BaseModel):
 class DeleteResponse(BaseModel):
     subject_id: str
     deleted_sequences: int = Field(description="sequences erased with their embeddings and index vectors")
+    redacted_rescore_results: int | None = Field(
+        None, description="re-scoring result records (GAITID_RESCORE_STATE) that named the subject and no longer "
+                          "do (service.rescore.redact; the audit entry has the details); null when the service has "
+                          "no re-scoring state")
 
 
 class SubjectIdProblemOut(BaseModel):

@@ -4,7 +4,8 @@ in the query string, which carries any text, and is matched exactly. Role admin.
 
     GET    /admin/subject-id-problems     the caller's stored ids that break the rule, and why
     GET    /admin/subject?subject_id=...  read one
-    DELETE /admin/subject?subject_id=...  erase one (audited like DELETE /subjects/{id})
+    DELETE /admin/subject?subject_id=...  erase one (redacted from re-scoring results and audited like
+                                          DELETE /subjects/{id})
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import anyio
 from fastapi import APIRouter, Query
 
 from gallery.subject_ids import MAX_LOOKUP_CHARS
-from service.deps import AdminDep, AuditDep, GalleryDep
+from service.deps import AdminDep, AuditDep, GalleryDep, SettingsDep
 from service.routers.subjects import erase
 from service.schemas import (
     DeleteResponse,
@@ -32,6 +33,8 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 AnySubjectId = Annotated[str, Query(min_length=1, max_length=MAX_LOOKUP_CHARS,
                                     description="the stored id, exactly (URL-encode it)")]
 _NOT_FOUND = error_responses({404: "no such subject in your gallery", 422: "invalid subject id"})
+_ERASE_ERRORS = error_responses({404: "no such subject in your gallery", 422: "invalid subject id",
+                                 503: "the re-scoring results could not be redacted: nothing was erased, retry"})
 
 
 @router.get("/subject-id-problems", response_model=SubjectIdProblems)
@@ -48,8 +51,9 @@ async def get_any_subject(subject_id: AnySubjectId, caller: AdminDep, gallery: G
     return subject_detail(record)
 
 
-@router.delete("/subject", response_model=DeleteResponse, responses=_NOT_FOUND)
+@router.delete("/subject", response_model=DeleteResponse, responses=_ERASE_ERRORS)
 async def delete_any_subject(subject_id: AnySubjectId, caller: AdminDep, audit_context: AuditDep,
-                             gallery: GalleryDep) -> DeleteResponse:
-    """Erase one subject, whatever its id (sequences, embeddings, index vectors; audited)."""
-    return await erase(gallery, subject_id, caller.gallery, audit_context)
+                             gallery: GalleryDep, settings: SettingsDep) -> DeleteResponse:
+    """Erase one subject, whatever its id (sequences, embeddings, index vectors, its name in the
+    re-scoring results; audited)."""
+    return await erase(gallery, subject_id, caller.gallery, audit_context, settings.gallery.rescore_state)

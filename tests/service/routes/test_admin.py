@@ -43,7 +43,7 @@ def test_legacy_ids_are_logged_at_start_and_reachable_by_admins(tmp_path, tiny_m
             found = client.get("/admin/subject", params={"subject_id": legacy})
             assert found.status_code == 200 and found.json()["subject_id"] == legacy
         deleted = client.delete("/admin/subject", params={"subject_id": "a/b/c"})
-        assert deleted.json() == {"subject_id": "a/b/c", "deleted_sequences": 1}
+        assert deleted.json() == {"subject_id": "a/b/c", "deleted_sequences": 1, "redacted_rescore_results": None}
         assert client.get("/admin/subject", params={"subject_id": "a/b/c"}).status_code == 404
         erasure = client.get("/audit", params={"subject_id": "a/b/c"}).json()["entries"][-1]
         assert erasure["action"] == "subject.deleted" and erasure["request_id"] == deleted.headers["X-Request-ID"]

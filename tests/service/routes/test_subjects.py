@@ -18,7 +18,8 @@ def test_list_get_and_delete(client):
     assert detail["metadata"] == {"team": "blue"} and len(detail["sequences"]) == 1
 
     deleted = client.delete("/subjects/alice")
-    assert deleted.status_code == 200 and deleted.json() == {"subject_id": "alice", "deleted_sequences": 1}
+    assert deleted.status_code == 200 and deleted.json() == {"subject_id": "alice", "deleted_sequences": 1,
+                                                             "redacted_rescore_results": None}  # no re-scoring state
     assert client.get("/subjects/alice").status_code == 404
     assert client.delete("/subjects/alice").status_code == 404
     after = client.post("/identify", files={"video": clip("alice")}).json()["tracks"][0]
@@ -34,7 +35,8 @@ def test_unicode_subject_ids_round_trip_through_urls(client):
     for subject in subjects:
         assert client.get(f"/subjects/{quote(subject, safe='')}").json()["subject_id"] == subject
     assert client.get("/subjects/Zoe%CC%88").json()["subject_id"] == "Zoë"  # NFD in the URL
-    assert client.delete("/subjects/Zo%C3%AB").json() == {"subject_id": "Zoë", "deleted_sequences": 1}
+    assert client.delete("/subjects/Zo%C3%AB").json() == {"subject_id": "Zoë", "deleted_sequences": 1,
+                                                          "redacted_rescore_results": None}
     assert sorted(s["subject_id"] for s in client.get("/subjects").json()["subjects"]) == sorted(subjects[1:])
 
 
