@@ -5,7 +5,7 @@ app, ONNX Runtime, the gallery) inside itself, so `gaitid --help` and `gaitid se
     training.py  train, eval, export, prepare
     models.py    models fetch | import | list | upgrade
     serving.py   serve
-    rescore.py   rescore, rescore-report
+    rescore.py   rescore, rescore-report, rescore-redact
     sightings.py sightings
     gallery.py   calibrate, reembed
     access.py    keys new | hash | list, audit, subjects list-invalid | delete, check-gallery

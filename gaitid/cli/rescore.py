@@ -1,5 +1,7 @@
 """`gaitid rescore` (archived footage -> every person track scored against the gallery; see
-service/rescore) and `gaitid rescore-report` (its HTML page).
+service/rescore), `gaitid rescore-report` (its HTML page) and `gaitid rescore-redact` (an erased
+subject taken out of a state's results and reports: DELETE /subjects/{id} does it for the state the
+service knows, GAITID_RESCORE_STATE; this is for the others).
 
 The command's many options become one typed `RescoreCommand` as soon as they are parsed; what to
 run is decided from it: the pipeline settings it overrides, the job's options, the runner.
@@ -207,6 +209,34 @@ def rescore_report(
                f"tracks, {report.errors} videos without a track")
 
 
+def rescore_redact(
+    subject: Annotated[str, typer.Argument(help="the erased subject's id, exactly as stored")],
+    state: Annotated[Path, typer.Option(help="a re-scoring state file, or the folder holding its state(s) and results")],
+    namespace: Annotated[str, typer.Option(help="gallery namespace the subject was enrolled in")] = "default",
+    progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
+):
+    """Take a subject out of a re-scoring state's results and reports (after erasing them from the gallery).
+
+    Their matches become unknown (marked `redacted`), their candidate entries are dropped, and reports built
+    with the state are built again. Each file is replaced atomically; running it again is harmless.
+    """
+    from gaitid.progress import progress_bar
+    from service.rescore import StateError, redact_subject
+
+    with reported_errors(exit_code=2):
+        if not state.exists():
+            raise StateError(f"the re-scoring state {state} does not exist")
+        bar = progress_bar(unit="record", desc="redact", disable=not progress)
+        try:
+            summary = redact_subject(state, subject, namespace=namespace, progress=bar.update)
+        finally:
+            bar.close()
+    typer.echo(summary.line())
+    for path in [*summary.files, *summary.reports]:
+        typer.echo(f"  rewritten: {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(rescore)
     app.command("rescore-report")(rescore_report)
+    app.command("rescore-redact")(rescore_redact)
