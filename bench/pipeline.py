@@ -182,15 +182,15 @@ def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarr
     # mask was judged by a model that had learnt that pixel's whole warm-up. So any path giving today's
     # silhouettes must at least warm up a model on those pixels: MOG2 on them alone, packed into one row
     # (it models each pixel from its own history, so packing changes no work), is a lower bound.
-    today = BackgroundSubtractionSegmenter(BgSubConfig(), background=background)  # whatever --bgsub says
-    rows_, cols_ = persons_pixels(today.segment(clip.frames, clip.size), clip.frames.shape[1:3])
+    default = BackgroundSubtractionSegmenter(BgSubConfig(), background=background)  # whatever --bgsub says
+    rows_, cols_ = persons_pixels(default.segment(clip.frames, clip.size), clip.frames.shape[1:3])
     packed = np.ascontiguousarray(clip.frames[:, rows_, cols_][:, None])
     packed_background = np.ascontiguousarray(
-        today._background_at(clip.frames.shape[2], clip.frames.shape[1])[:, rows_, cols_][:, None])
-    own = np.round(np.linspace(0, len(clip.frames) - 1, min(len(clip.frames), today.config.warmup_frames)))
+        default._background_at(clip.frames.shape[2], clip.frames.shape[1])[:, rows_, cols_][:, None])
+    own = np.round(np.linspace(0, len(clip.frames) - 1, min(len(clip.frames), default.config.warmup_frames)))
 
     def warm_up_persons_pixels() -> int:
-        today._warmed_up_subtractor(packed_background, packed[own.astype(np.int64)])
+        default._warmed_up_subtractor(packed_background, packed[own.astype(np.int64)])
         return len(clip.frames)
 
     rows = [
