@@ -5,8 +5,10 @@ boxes). Each frame's boxes and scores go to its tensor entry point, and the trac
 matched back to the frame's detection rows as `update_with_detections` does (IoU, one-to-one, at
 least 0.5), through which the track picks up the segmenter's own box and mask: the same tracks,
 without building and filtering supervision's `Detections` every frame (a third of the tracking
-time). Masks are not handed to ByteTrack at all: a track only refers to its frames' masks
-(`types.Mask`), it never copies their pixels.
+time). For the few boxes of a usual frame that matching runs in plain Python on the same float32
+IoU, and falls back to supervision's assignment wherever the outcome could depend on it (a
+detection good for two tracks). Masks are not handed to ByteTrack at all: a track only refers to
+its frames' masks (`types.Mask`), it never copies their pixels.
 
 Tracks that cannot carry a gait are dropped: too few frames for a gait cycle, or a person too
 small for a meaningful silhouette (median box height under the limit).
@@ -19,6 +21,7 @@ deprecation warning here.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import defaultdict
 
@@ -26,6 +29,7 @@ import numpy as np
 import supervision as sv
 from supervision.detection.utils.iou_and_nms import box_iou_batch
 from supervision.tracker.byte_tracker.matching import linear_assignment
+from supervision.tracker.byte_tracker.single_object_track import STrack
 
 from service.pipeline.config import TrackerConfig
 from service.pipeline.types import FrameDetections, Mask, Masks, Track
@@ -95,13 +99,73 @@ def _tracked_rows(tracker: sv.ByteTrack, frame: FrameDetections) -> list[tuple[i
     tensors[:, :4] = np.asarray(frame.boxes, np.float32).reshape(count, 4)
     tensors[:, 4] = np.asarray(frame.scores, np.float32).reshape(count)
     tracks = tracker.update_with_tensors(tensors)
-    if not tracks:
+    if not tracks or not count:
         return []
-    ious = box_iou_batch(tensors[:, :4], np.asarray([track.tlbr for track in tracks]))
-    matches, _, _ = linear_assignment(1 - ious, 0.5)
+    boxes = tensors[:, :4]
+    track_boxes = [_track_box(track) for track in tracks]
+    pairs = _matches_small(boxes, track_boxes) if count * len(tracks) <= _SMALL_PAIRS else None
+    if pairs is None:
+        pairs = _matches_general(boxes, track_boxes)
     unassigned = tracker.external_id_counter.NO_ID  # a track not yet confirmed has no id to report
-    return sorted((int(row), int(tracks[col].external_track_id)) for row, col in matches
+    return sorted((row, int(tracks[col].external_track_id)) for row, col in pairs
                   if tracks[col].external_track_id != unassigned)
+
+
+# Up to this many (detection, track) pairs, plain Python beats numpy's per-call overhead.
+_SMALL_PAIRS = 25
+_ONE = np.float32(1.0)
+
+
+def _track_box(track: STrack) -> list[float]:
+    """The track's `tlbr` (x0, y0, x1, y1) as floats."""
+    tlwh = track.tlwh
+    if tlwh.dtype != np.float64:
+        return track.tlbr.tolist()
+    # `tlbr` costs two property calls (each a copy and a runtime typing cast); the float64 sums are
+    # the very ones it does.
+    x, y, w, h = tlwh.tolist()
+    return [x, y, w + x, h + y]
+
+
+def _matches_general(boxes: np.ndarray, track_boxes: list[list[float]]) -> list[tuple[int, int]]:
+    """(row, track index) pairs as `update_with_detections` matches them: IoU, one-to-one, at least 0.5."""
+    ious = box_iou_batch(boxes, np.asarray(track_boxes))
+    matches, _, _ = linear_assignment(1 - ious, 0.5)
+    return [(int(row), int(col)) for row, col in matches]
+
+
+def _matches_small(boxes: np.ndarray, track_boxes: list[list[float]]) -> list[tuple[int, int]] | None:
+    """`_matches_general`'s pairs without numpy or scipy, or None where it cannot be sure of them.
+
+    The assignment clamps every cost above 0.5 to 0.5001 and keeps only pairs costing at most 0.5.
+    When those good pairs share no row and no track, every optimal assignment contains all of them
+    (swapping any out costs more), so they are the answer whatever the tie-breaking. Otherwise
+    (a detection good for two tracks, or anything non-finite) the general matching decides.
+    """
+    rows = boxes.tolist()
+    if not math.isfinite(sum(map(sum, rows)) + sum(map(sum, track_boxes))):
+        return None  # NaN handling differs between Python's max/min and numpy's
+    good = []
+    for row, box in enumerate(rows):
+        for col, track_box in enumerate(track_boxes):
+            # The cost in float32, as supervision computes it: 0.5 must be decided on the same value.
+            cost = _ONE - np.float32(_iou(box, track_box))
+            if cost <= 0.5:
+                good.append((row, col))
+            elif not cost > 0.5:
+                return None  # NaN (overflowing areas): scipy's to judge
+    if len({row for row, _ in good}) < len(good) or len({col for _, col in good}) < len(good):
+        return None
+    return good
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    # box_iou_batch's float64 operations in its order, so that the rounding is the same too.
+    inter_w = min(a[2], b[2]) - max(a[0], b[0])
+    inter_h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0.0, inter_w) * max(0.0, inter_h)
+    norm = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / norm if norm > 0.0 else 0.0
 
 
 def _build_track(track_id: int, items: list[tuple[int, np.ndarray, Mask]], frame_indices: np.ndarray,

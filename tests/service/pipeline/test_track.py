@@ -140,3 +140,85 @@ def test_tracks_are_those_supervision_reports_through_its_detections_api():
         rows = expected[track.track_id]
         np.testing.assert_array_equal(track.positions, [p for p, _ in rows])
         np.testing.assert_array_equal(track.boxes, np.stack([frames[p].boxes[r] for p, r in rows]))
+
+
+def grid_boxes(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Boxes on a coarse integer grid, so that equal IoUs and IoUs of exactly 0.5 are common."""
+    x0, y0 = rng.integers(0, 6, (2, count))
+    w, h = rng.integers(1, 5, (2, count))
+    return np.stack([x0, y0, x0 + w, y0 + h], axis=1).astype(np.float32)
+
+
+def test_direct_matching_gives_the_assignment_rows():
+    """The plain-Python matching of small frames picks exactly the pairs of supervision's assignment:
+    grid boxes (ties, IoU exactly 0.5), duplicate tracks, and tracks stretched to an IoU a few float32
+    steps either side of 0.5 (where the float32 cost, not the IoU, decides)."""
+    from service.pipeline.track import _SMALL_PAIRS, _matches_general, _matches_small
+
+    rng = np.random.default_rng(11)
+    answered = matched = 0
+    for _ in range(4000):
+        dets = grid_boxes(rng, int(rng.integers(1, 6)))
+        tracks = grid_boxes(rng, int(rng.integers(1, 6))).astype(np.float64)
+        kind = rng.integers(3)
+        if kind == 1:  # near the 0.5 threshold: a detection's box with twice its height, give or take
+            picks = dets[rng.integers(len(dets), size=len(tracks))].astype(np.float64)
+            stretch = 1 + rng.choice([-1, 0, 1], len(tracks)) * 2.0 ** -rng.integers(18, 28, len(tracks))
+            picks[:, 3] = picks[:, 1] + 2 * (picks[:, 3] - picks[:, 1]) * stretch
+            tracks = picks
+        elif kind == 2:  # a duplicated track: equal costs in a detection's row
+            tracks = np.concatenate([tracks, tracks[:1]])
+        if len(dets) * len(tracks) > _SMALL_PAIRS:
+            continue
+        track_boxes = tracks.tolist()
+        small = _matches_small(dets, track_boxes)
+        if small is not None:
+            answered += 1
+            matched += bool(small)
+            assert sorted(small) == sorted(_matches_general(dets, track_boxes)), (dets, tracks)
+    assert answered > 2500 and matched > 600
+
+
+def test_direct_matching_leaves_ambiguous_frames_to_the_assignment():
+    from service.pipeline.track import _matches_small
+
+    box = [10.0, 10.0, 50.0, 110.0]
+    assert _matches_small(np.asarray([box], np.float32), [box, box]) is None  # one detection, two tracks
+    assert _matches_small(np.asarray([box, box], np.float32), [box]) is None  # two detections, one track
+    assert _matches_small(np.asarray([box], np.float32), [[np.nan, 10.0, 50.0, 110.0]]) is None
+    assert _matches_small(np.asarray([box], np.float32), [[10.0, 10.0, 50.0, 210.0]]) == [(0, 0)]  # IoU 0.5
+
+
+def test_tracks_do_not_depend_on_the_direct_matching(monkeypatch):
+    """Crossing walkers, a box covering both of them, duplicates, noise, empty frames: associate gives
+    the same tracks (ids, rows, the very masks) with the direct matching as with the assignment alone."""
+    import service.pipeline.track as track_module
+
+    rng = np.random.default_rng(5)
+    frames = []
+    for t in range(70):
+        people = [walk(t, 10, 4), walk(t, 270, -4, y=62)]
+        if t >= 15:
+            people.append(walk(t - 15, 120, 0.5, y=40, height=100))
+        if 28 <= t < 40 and t % 3 == 0:  # one box over both crossing walkers
+            a, b = people[0], people[1]
+            people.append((min(a[0], b[0]), 60, max(a[2], b[2]), 182))
+        if t % 7 == 2:
+            people.append((200.0, 10.0, 230.0, 60.0))
+        if t % 13 == 6:
+            people = []
+        boxes = np.asarray(people, np.float32).reshape(-1, 4)
+        boxes += rng.normal(0, 1.0, boxes.shape).astype(np.float32)
+        if t % 9 == 4 and len(boxes):
+            boxes = np.concatenate([boxes, boxes[:1]])  # an exact duplicate: tied costs
+        scores = rng.uniform(0.05, 0.95, len(boxes)).astype(np.float32)
+        frames.append(FrameDetections(boxes, scores, np.zeros((len(boxes), H, W), bool)))
+    direct = associate(frames, fps=25.0)
+    monkeypatch.setattr(track_module, "_SMALL_PAIRS", 0)
+    general = associate(frames, fps=25.0)
+    assert len(direct) == len(general) >= 3
+    for a, b in zip(direct, general):
+        assert a.track_id == b.track_id
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        assert all(m is n for m, n in zip(a.masks, b.masks))
