@@ -1,6 +1,7 @@
 """Commands on who may do what to a gallery, and what was done: `gaitid keys` (make a key and its
 keys-file entry, hash a key, list stored keys), `gaitid audit` (read a gallery's audit log),
-`gaitid subjects` (stored subject ids that break the subject-id rule; erase one by its exact id),
+`gaitid subjects` (stored subject ids that break the subject-id rule; erase one by its exact id, its
+re-scoring results redacted first as the service does),
 `gaitid check-gallery` (store, index and audit log agree).
 
 The keys file's format and the roles are in service/auth.py; the audit log in gallery/audit.py; the
@@ -133,13 +134,23 @@ def subjects_delete(
     escaped: Annotated[bool, typer.Option(help="decode backslash escapes in SUBJECT_ID")] = False,
     gallery_dir: GalleryDir = None,
 ):
-    """Erase one subject (sequences, embeddings, index vectors), whatever its id; audited as cli:USER."""
+    """Erase one subject (sequences, embeddings, index vectors), whatever its id; audited as cli:USER.
+    With GAITID_RESCORE_STATE set, its re-scoring results are redacted first, as the service does."""
+    from service.rescore import redact_subject
+    from service.settings import get_settings
 
     if escaped:
         subject_id = subject_id.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    rescore_state = get_settings().gallery.rescore_state
     with reported_errors(exit_code=2), _open_gallery(gallery_dir) as store:
-        erased = store.delete_subject(subject_id, namespace=gallery, audit_context=_cli_actor())
-    typer.echo(f"erased {subject_id!r}: {erased} sequences")
+        # An unknown id is refused before anything is rewritten.
+        stored_id = store.get_subject(subject_id, namespace=gallery).subject_id
+        redaction = None if rescore_state is None else redact_subject(rescore_state, stored_id, namespace=gallery)
+        erased = store.delete_subject(subject_id, namespace=gallery, audit_context=_cli_actor(),
+                                      audit_details=None if redaction is None
+                                      else {"rescore_redacted": redaction.details()})
+    typer.echo(f"erased {subject_id!r}: {erased} sequences"
+               + ("" if redaction is None else f"; re-scoring results: {redaction.line()}"))
 
 
 def check_gallery(gallery: Annotated[str | None, typer.Option(help="only this gallery")] = None,

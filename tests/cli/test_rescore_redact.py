@@ -3,6 +3,8 @@ reports, with progress, for states the service does not know."""
 
 from __future__ import annotations
 
+import json
+
 from typer.testing import CliRunner
 
 from gaitid.cli import app
@@ -28,3 +30,20 @@ def test_cli_redacts_a_state_folder(tmp_path, monkeypatch):
 def test_cli_redact_without_a_state_is_a_user_error(tmp_path):
     done = CliRunner().invoke(app, ["rescore-redact", "alice", "--state", str(tmp_path / "nothing")])
     assert done.exit_code == 2 and "does not exist" in done.output
+
+
+def test_subjects_delete_redacts_the_services_state_first(tmp_path, monkeypatch):
+    """`gaitid subjects delete` erases as DELETE /subjects/{id} does: with GAITID_RESCORE_STATE set, the
+    state's results stop naming the subject, and the erasure's audit entry says how many records."""
+    job = write_job(tmp_path / "job", formats=("jsonl",))
+    monkeypatch.setenv("GAITID_RESCORE_STATE", str(job.folder))
+    gallery_dir = str(job.folder / "gallery")
+    done = CliRunner().invoke(app, ["subjects", "delete", "alice", "--gallery-dir", gallery_dir])
+    assert done.exit_code == 0, done.output
+    assert "erased 'alice': 1 sequences; re-scoring results: 4 of 5 records redacted" in done.output
+    records = read_results(job.results["jsonl"])
+    assert named(records, "alice") == [] and named(records, "bob")
+    log = CliRunner().invoke(app, ["audit", "--gallery-dir", gallery_dir, "--action", "subject.deleted", "--json"])
+    assert json.loads(log.stdout)["details"]["rescore_redacted"]["records"] == 4
+    unknown = CliRunner().invoke(app, ["subjects", "delete", "nobody", "--gallery-dir", gallery_dir])
+    assert unknown.exit_code == 2 and "not enrolled" in unknown.output
