@@ -10,8 +10,8 @@ an exhaustive scan of them takes ~0.4 s. This index holds ~200 bytes per sequenc
                                                   --> full vectors: exact scores, best k
 
 A search asks the compressed index for a shortlist of `spec.shortlist` sequences (approximate
-scores), fetches their full vectors through a `FullVectors` callback (the gallery reads SQLite;
-a benchmark a memory-mapped file) and re-ranks them exactly: the inner product of the contract's
+scores), fetches their full vectors through a `FullVectors` callback (the gallery reads its
+memory-mapped vector file, gallery.vector_file, attached with `attach_rows`; a benchmark its own) and re-ranks them exactly: the inner product of the contract's
 search vectors (`gaitid.contract.search_vectors`) *is* the model's similarity, so a re-ranked score
 is the score exhaustive search gives, and the answer equals exhaustive search's whenever the
 shortlist holds the true best sequences (measured: bench/gallery_search.py).
@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -50,6 +50,19 @@ KIND = "compact"
 # Sorted unique ids -> (the ids still stored, ascending; their (n, dim) float32 search vectors).
 # Ids missing from the answer (deleted meanwhile) drop out of the re-ranked result.
 FullVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class VectorRows(Protocol):
+    """Where the full vectors live when the index keeps them in step itself (gallery.vector_file):
+    every add is appended, every removal cleared, and searches re-rank with `fetch`."""
+
+    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def clear(self, ids: np.ndarray) -> int: ...
+
+    def fetch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def close(self) -> None: ...
 
 _PQ_BLOCK = 32  # faiss fast-scan stores codes in blocks of 32 vectors
 PCA_SAMPLE = 8192  # vectors the projection is learned from (256 directions need far fewer)
@@ -179,6 +192,16 @@ class CompactIndex:
         self.trained_on = _trained_on  # vectors the compression was learned from (0: not trained)
         self._index = _faiss if _faiss is not None else faiss.IndexIDMap(faiss.IndexFlatIP(dim))
         self._keep: tuple = ()
+        self.rows: VectorRows | None = None  # see attach_rows
+
+    def attach_rows(self, rows: VectorRows | None) -> None:
+        """Keep `rows` in step with the index (adds appended, removals cleared) and re-rank with them
+        (the gallery's index/<namespace>.vectors); the rows held before are closed."""
+        if self.rows is not None and self.rows is not rows:
+            self.rows.close()
+        self.rows = rows
+        if rows is not None:
+            self.full_vectors = rows.fetch
 
     # -- facts --------------------------------------------------------------------------------
     @property
@@ -267,6 +290,8 @@ class CompactIndex:
             raise ValueError(f"need n ids for n vectors, got {len(ids)} and {len(vectors)}")
         if len(ids) == 0:
             return
+        if self.rows is not None:
+            self.rows.append(ids, vectors)
         self._index.add_with_ids(vectors, ids)
         if not self.trained and self.ntotal >= self.spec.train_size:
             self.train(self._held()[1])
@@ -275,6 +300,8 @@ class CompactIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return 0
+        if self.rows is not None:
+            self.rows.clear(ids)
         refine = self._refine()
         if refine is None:
             removed = int(self._index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))))

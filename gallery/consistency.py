@@ -6,6 +6,9 @@ check-gallery`, the kill -9 soak in bench/soak_kill.py). Returns the problems fo
   (a half-written enrollment or a half-switched re-embedding would break one of these);
 - the index: it holds exactly the active model's sequences, each for its subject; an index file
   that was unreadable (rather than merely stale, which a crash legitimately leaves) is a problem;
+- a compact index's vector file (gallery.vector_file): its rows hold exactly the active model's
+  sequences, each the search vector of its stored embedding (bit for bit: re-ranked scores are then
+  exhaustive search's); a vector file that was unreadable when loaded is a problem;
 - the audit log: replaying its enrollments and erasures gives exactly the stored sequences, subject
   by subject (sequences stored before the audit log existed -- galleries upgraded from schema 1 --
   are left out: `meta.audited_from_sequence`).
@@ -19,8 +22,10 @@ import sqlite3
 import numpy as np
 
 from gallery.audit import DELETED, ENROLLED
+from gallery.compact_index import CompactIndex
 from gallery.namespace_indexes import NamespaceIndexes
 from gallery.store import Store
+from gallery.vector_file import VectorFile
 
 
 def check(store: Store, indexes: NamespaceIndexes, namespaces: list[str]) -> list[str]:
@@ -75,6 +80,8 @@ def _namespace(store: Store, indexes: NamespaceIndexes, namespace: str) -> list[
         problems.append(f"the index gives sequences {wrong[:5]} to the wrong subjects")
     if reason is not None and reason.startswith("corrupt"):
         problems.append(f"the index file was unreadable: {reason}")
+    with state.lock.gen_rlock():
+        problems += _vector_file(store, indexes, state, active)
 
     audited_from = int(first_audited[0]) if first_audited else 0
     replayed = _replay(audit_rows)
@@ -85,6 +92,34 @@ def _namespace(store: Store, indexes: NamespaceIndexes, namespace: str) -> list[
         moved = sorted(i for i in set(expected) & set(replayed) if expected[i] != replayed[i])[:5]
         problems.append(f"the audit log disagrees with the store: stored but never audited {missing}, audited but "
                         f"not stored {extra}, other subject {moved}")
+    return problems
+
+
+def _vector_file(store: Store, indexes: NamespaceIndexes, state, active: np.ndarray) -> list[str]:
+    """A compact index's vector file against the store (caller holds the namespace's read lock)."""
+    index = state.index
+    if not isinstance(index, CompactIndex) or indexes.index_store.backend != "faiss":
+        return []
+    rows = index.rows
+    if not isinstance(rows, VectorFile):
+        return ["the compact index has no vector file to re-rank with"]
+    problems = []
+    if rows.rebuild_reason is not None and rows.rebuild_reason.startswith("corrupt"):
+        problems.append(f"the vector file was unreadable: {rows.rebuild_reason}")
+    file_ids = rows.file_ids()
+    if not np.array_equal(file_ids, active):
+        problems.append(f"the vector file holds {len(file_ids)} vectors, the store {len(active)} active sequences")
+    differing, missing = [], []
+    with store.read() as conn:
+        for chunk_ids, embeddings in store.iter_embeddings(conn, state.name, str(state.model_id)):
+            found, vectors = rows.fetch(chunk_ids)
+            missing += sorted(set(chunk_ids.tolist()) - set(found.tolist()))
+            expected = indexes.vectors(embeddings)[np.isin(chunk_ids, found)]
+            differing += found[~(vectors == expected).all(axis=1)].tolist()
+    if missing:
+        problems.append(f"the vector file lacks sequences {missing[:5]}")
+    if differing:
+        problems.append(f"the vector file's vectors of sequences {differing[:5]} differ from their stored embeddings")
     return problems
 
 

@@ -167,7 +167,7 @@ class Gallery:
             return
         self.flush()
         self._closed = True
-        self._indexes.index_store.close()
+        self._indexes.close()  # vector files, then the index store
         self.store.close()
 
     def flush(self, namespace: str | None = None) -> None:

@@ -8,6 +8,11 @@ match the database and its ids are the database's; otherwise the index is rebuil
 embeddings (and the reason kept in `rebuild_reason`). Files are written atomically, only when
 stale; a write-through store (Milvus) gets its header after every change.
 
+A compact index (FAISS backend) re-ranks with index/<namespace>.vectors (gallery.vector_file): the
+namespace's search vectors, checked at load as the index file is (header and ids), rebuilt from the
+stored embeddings when missing, stale or torn, appended and cleared as the index changes, its header
+saved with the index file.
+
 Freshness across processes: before a search the namespace's database generation is compared with
 the one its view reflects; another process's write makes them differ and the view reloads.
 """
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +33,10 @@ from gallery.index import IndexFileError
 from gallery.namespace_state import NOT_LOADED, NamespaceState
 from gallery.store import NamespaceRow, Store
 from gallery.types import IndexInfo, IndexKind
+from gallery.vector_file import VectorFile
+from gallery.vector_file import read_header as read_vector_header
+
+VECTOR_SUFFIX = ".vectors"
 
 log = logging.getLogger("gaitid.gallery")
 
@@ -87,12 +98,28 @@ class NamespaceIndexes:
             ids, subjects = self.store.active_sequence_map(conn, state.name, row.model_id)
             names = self.store.display_names(conn, state.name)
             index, reason = self._stored_index(row, ids)
+            compact = self.kind == "compact" and self.index_store.backend == "faiss"
+            rows = None
             if index is None:
                 index = self.index_store.create(state.name, row.embedding_shape[0] * row.embedding_shape[1])
-                for chunk_ids, embeddings in self.store.iter_embeddings(conn, state.name, row.model_id):
-                    index.add(chunk_ids, self.vectors(embeddings))
-        if isinstance(index, CompactIndex):  # re-ranks its shortlist with the stored embeddings
-            index.full_vectors = self._full_vectors(row.model_id)
+                chunks = self._vector_chunks(conn, row)
+                if compact:  # the vector file is written from the same pass over the embeddings
+                    chunks = self._tee(chunks, index)
+                    rows = self._write_vector_file(row, len(ids), chunks, "index rebuilt")
+                else:
+                    for chunk_ids, vectors in chunks:
+                        index.add(chunk_ids, vectors)
+            elif compact:
+                rows, why = self._stored_vector_file(row, ids)
+                if rows is None:
+                    rows = self._write_vector_file(row, len(ids), self._vector_chunks(conn, row), why)
+        if isinstance(index, CompactIndex):  # re-ranks its shortlist with the stored search vectors
+            index.full_vectors = self.database_full_vectors(row.model_id)
+            if rows is not None:
+                index.attach_rows(rows)
+        old = state.index
+        if isinstance(old, CompactIndex) and old is not index:
+            old.attach_rows(None)
         state.index = index
         state.model_id, state.shape = row.model_id, row.embedding_shape
         state.generation, state.generation_token = row.generation, row.generation_token
@@ -106,8 +133,70 @@ class NamespaceIndexes:
             if persist or self.index_store.write_through:  # a write-through store's new index must replace the old
                 self.persist(state)
 
-    def _full_vectors(self, model_id: str) -> FullVectors:
-        """A compact index's fetch: the search vectors of sequence ids, read from the database."""
+    # -- a compact index's vector file (gallery.vector_file) -----------------------------------------
+    def vector_path(self, namespace: str) -> Path:
+        """index/<namespace>.vectors, beside the index file (FAISS backend, compact index)."""
+        return Path(self.location(namespace)).with_suffix(VECTOR_SUFFIX)
+
+    def _vector_chunks(self, conn, row: NamespaceRow) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for chunk_ids, embeddings in self.store.iter_embeddings(conn, row.name, row.model_id):
+            yield chunk_ids, self.vectors(embeddings)
+
+    @staticmethod
+    def _tee(chunks: Iterator[tuple[np.ndarray, np.ndarray]],
+             index: CompactIndex) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for chunk_ids, vectors in chunks:
+            index.add(chunk_ids, vectors)
+            yield chunk_ids, vectors
+
+    def _vector_header(self, row: NamespaceRow | NamespaceState) -> dict:
+        name = row.name
+        return {"db_instance": self.store.instance_id, "namespace": name, "generation": row.generation,
+                "generation_token": row.generation_token, "model_id": row.model_id, "similarity": self.similarity}
+
+    def _write_vector_file(self, row: NamespaceRow, count: int, chunks, reason: str | None) -> VectorFile:
+        assert row.embedding_shape is not None
+        rows = VectorFile.write(self.vector_path(row.name), self._vector_header(row),
+                                row.embedding_shape[0] * row.embedding_shape[1], count, chunks)
+        rows.loaded_from, rows.rebuild_reason = "rebuilt", reason
+        log.info("rebuilt vector file of namespace %s (%d vectors): %s", row.name, count, reason)
+        return rows
+
+    def _stored_vector_file(self, row: NamespaceRow, ids: np.ndarray) -> tuple[VectorFile | None, str | None]:
+        """The namespace's vector file if it reflects exactly this database state; else (None, why)."""
+        assert row.embedding_shape is not None
+        path = self.vector_path(row.name)
+        expected = dict(self._vector_header(row), dim=row.embedding_shape[0] * row.embedding_shape[1],
+                        ntotal=len(ids))
+        if not path.exists():
+            return None, "missing"
+        try:
+            header = read_vector_header(path)
+        except IndexFileError as exc:
+            return None, f"corrupt: {exc}"
+        differing = [k for k, v in expected.items() if header.get(k) != v]
+        if differing:
+            return None, "stale: " + ", ".join(f"{k} {header.get(k)!r} != {expected[k]!r}" for k in differing)
+        try:
+            rows = VectorFile.open(path)
+        except (IndexFileError, OSError, ValueError) as exc:
+            return None, f"corrupt: {exc}"
+        if not np.array_equal(rows.ids(), ids):
+            rows.close()
+            return None, "stale: ids differ from the database"
+        return rows, None
+
+    def close(self) -> None:
+        """Close every namespace's vector file, then the index store."""
+        for state in self.loaded():
+            if isinstance(state.index, CompactIndex):
+                state.index.attach_rows(None)
+        self.index_store.close()
+
+    def database_full_vectors(self, model_id: str) -> FullVectors:
+        """A compact index's fetch: the search vectors of sequence ids, read from the database (what
+        re-ranking used before the vector file; kept for a compact index without one, and for the
+        benchmark's before/after)."""
         def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with self.store.read() as conn:
                 found, embeddings = self.store.embeddings_by_id(conn, model_id, ids)
@@ -128,6 +217,9 @@ class NamespaceIndexes:
         if self.store.generation(state.name) != state.generation:
             return  # another process moved the database on: this index would be stale on arrival
         generation = state.generation
+        rows = getattr(state.index, "rows", None)
+        if isinstance(rows, VectorFile):  # rows fsynced, then the header vouches for this generation
+            rows.save_header(self._vector_header(state))
         self.index_store.save(state.name, state.index, {
             "db_instance": self.store.instance_id, "namespace": state.name, "generation": generation,
             "generation_token": state.generation_token, "model_id": state.model_id, "similarity": self.similarity,
@@ -148,6 +240,8 @@ class NamespaceIndexes:
                          path=self.location(state.name), rebuild_reason=state.rebuild_reason)
 
     def _set_empty(self, state: NamespaceState, row: NamespaceRow | None) -> None:
+        if isinstance(state.index, CompactIndex):
+            state.index.attach_rows(None)
         state.index = None
         state.model_id = row.model_id if row else None
         state.shape = row.embedding_shape if row else None
@@ -156,6 +250,8 @@ class NamespaceIndexes:
         state.set_subjects([], [], {})
         state.loaded_from, state.rebuild_reason = "empty", None
         self.index_store.drop(state.name)
+        if self.kind == "compact" and self.index_store.backend == "faiss":
+            self.vector_path(state.name).unlink(missing_ok=True)
         state.saved_generation = NOT_LOADED
 
     def _stored_index(self, row: NamespaceRow, ids: np.ndarray) -> tuple[SearchIndex | None, str | None]:
