@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import sys
 import time
@@ -293,6 +294,153 @@ def print_row(r: Row) -> None:
           f"{r.median_ms:.1f} | {r.p95_ms:.1f} | {r.top10_identical:.3f} | {r.decision_equal:.3f} |", flush=True)
 
 
+# -- through the Gallery (--through-gallery) ---------------------------------------------------------
+MODEL_ID = "bench-model"
+
+
+def gallery_root(prepared: Prepared, args: argparse.Namespace, walks: RealWalks) -> Path:
+    """A real gallery (SQLite + index/) holding the prepared sequences (id n + 1 = sequence n of the
+    chimeras, subject "s<identity>"), bulk-written once into --cache and reused; opening it through
+    Gallery (index_kind "compact") builds and saves its index files."""
+    from gallery import Gallery
+    from gallery.store import Store, encode_array
+
+    tag = f"{prepared.size}-{len(walks.subjects)}subjects-{walks.model_id}-seed{args.seed}"
+    root = args.cache / f"gallery-root-{tag}"
+    done = root / "complete"
+    if done.exists():
+        return root
+    if root.exists():
+        import shutil
+        shutil.rmtree(root)
+    started = time.perf_counter()
+    store = Store(root / "gallery.db")
+    parts = walks.parts
+    channels = prepared.dim // parts
+    silhouettes = encode_array(np.zeros((1, 64, 44), np.uint8))
+    now = time.time()
+    with store.write() as conn:
+        store.ensure_namespace(conn, "default")
+        store.set_active_model(conn, "default", MODEL_ID, (channels, parts))
+    for start in range(0, prepared.size, CHUNK):
+        stop = min(prepared.size, start + CHUNK)
+        vectors = prepared.chimeras.sequences(start, stop)
+        raw = vectors.reshape(len(vectors), parts, channels).transpose(0, 2, 1)  # (n, C, P) as a model makes
+        with store.write() as conn:
+            conn.executemany("INSERT OR IGNORE INTO subjects(namespace, subject_id, display_name, created_at, "
+                             "updated_at) VALUES ('default', ?, ?, ?, ?)",
+                             [(f"s{i}", f"s{i}", now, now) for i in range(start // PER_IDENTITY,
+                                                                         -(-stop // PER_IDENTITY))])
+            conn.executemany("INSERT INTO sequences(id, namespace, subject_id, frames, silhouettes, created_at) "
+                             "VALUES (?, 'default', ?, 1, ?, ?)",
+                             [(n + 1, f"s{n // PER_IDENTITY}", silhouettes, now) for n in range(start, stop)])
+            conn.executemany("INSERT INTO embeddings(sequence_id, model_id, channels, parts, vector, created_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             [(n + 1, MODEL_ID, channels, parts, np.ascontiguousarray(raw[n - start]).tobytes(), now)
+                              for n in range(start, stop)])
+    with store.write() as conn:
+        store.bump_generation(conn, "default")
+    store.checkpoint()
+    store.close()
+    written = time.perf_counter() - started
+    with Gallery(root, index_kind="compact", threshold=THRESHOLD, device="cpu") as gallery:
+        info = gallery.status().index
+    done.touch()
+    print(f"  {prepared.size:,}: gallery written in {written:.0f} s, opened (index {info.loaded_from}) in "
+          f"{time.perf_counter() - started - written:.0f} s", flush=True)
+    return root
+
+
+def drop_file_cache(*paths: Path) -> None:
+    for path in paths:
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def run_through_gallery(prepared: Prepared, args: argparse.Namespace, walks: RealWalks) -> None:
+    """ms/query of Gallery.search (top-10 subjects) on the compact index, re-ranking from SQLite
+    (before) and from the gallery's re-rank source (after), cold (files dropped from the page
+    cache first) and warm (a second pass); agreement of each with exhaustive search."""
+    from gallery import Gallery
+
+    root = gallery_root(prepared, args, walks)
+    parts, channels = walks.parts, prepared.dim // walks.parts
+    queries = prepared.queries.reshape(len(prepared.queries), parts, channels).transpose(0, 2, 1)
+    with Gallery(root, index_kind="compact", threshold=THRESHOLD, device="cpu") as gallery:
+        indexes = gallery._indexes
+        state = indexes.get("default")
+        index = state.index
+        files = [root / "gallery.db", root / "gallery.db-wal", *sorted((root / "index").glob("*"))]
+        disk = {p.name: p.stat().st_size for p in files if p.exists()}
+        rows = getattr(index, "rows", None)
+        print(f"  {prepared.size:,} through Gallery: index {state.loaded_from}, vector file "
+              f"{getattr(rows, 'loaded_from', 'none')} ({getattr(rows, 'rebuild_reason', None)}), files "
+              + ", ".join(f"{k} {v / prepared.size:,.0f} B/seq" for k, v in disk.items()), flush=True)
+        sources = {"SQLite (Store.embeddings_by_id)": indexes.database_full_vectors(state.model_id)}
+        if index.full_vectors is not None and getattr(index.full_vectors, "__self__", None) is not None:
+            sources["vector file (memory-mapped)"] = index.full_vectors
+        for label, fetch in sources.items():
+            index.full_vectors = fetch
+            gallery.search(queries[:1], model_id=MODEL_ID, top_k=TOP_SUBJECTS)  # warm-up (code, not data)
+            for temperature in ("cold", "warm"):
+                if temperature == "cold":
+                    drop_file_cache(*files)
+                times, answers = [], []
+                for q in range(len(queries)):
+                    started = time.perf_counter()
+                    answer = gallery.search(queries[q], model_id=MODEL_ID, top_k=TOP_SUBJECTS)[0]
+                    times.append(time.perf_counter() - started)
+                    answers.append(([int(c.subject_id[1:]) for c in answer.candidates],
+                                    answer.candidates[0].score if answer.candidates else -np.inf))
+                row = Row(prepared.size, f"Gallery.search, compact, re-rank from {label}, {temperature}")
+                fill(row, times)
+                agreement(prepared, row, answers)
+                print_row(row)
+        profile_rerank(gallery, prepared, queries)
+
+
+def profile_rerank(gallery, prepared: Prepared, queries: np.ndarray) -> None:
+    """Where a search's time goes (medians over the queries, warm): the compressed shortlist, each
+    step of the SQLite read of its 256 rows, and the re-rank from the gallery's re-rank source."""
+    from gallery.compact_index import rerank
+
+    indexes = gallery._indexes
+    state = indexes.get("default")
+    index, store = state.index, gallery.store
+    vectors = indexes.vectors(queries)
+    steps: dict[str, list[float]] = {k: [] for k in ("shortlist", "sql execute+fetchall", "blob decode+stack",
+                                                      "search_vectors", "vector file fetch", "exact re-rank")}
+    k = TOP_SUBJECTS * state.max_per_subject()
+    for q in range(len(vectors)):
+        t0 = time.perf_counter()
+        _, candidates = index.shortlist(vectors[q:q + 1], max(k, index.spec.shortlist))
+        t1 = time.perf_counter()
+        wanted = np.unique(candidates[candidates >= 0])
+        with store.read() as conn:
+            rows = conn.execute(
+                "SELECT sequence_id, channels, parts, vector FROM embeddings WHERE model_id = ? AND sequence_id IN "
+                "(SELECT value FROM json_each(?)) ORDER BY sequence_id", (state.model_id, json.dumps(wanted.tolist()))
+            ).fetchall()
+        t2 = time.perf_counter()
+        raw = np.stack([np.frombuffer(r[3], dtype=np.float32).reshape(r[1], r[2]) for r in rows])
+        t3 = time.perf_counter()
+        indexes.vectors(raw)
+        t4 = time.perf_counter()
+        fetch = index.full_vectors
+        fetch(wanted)
+        t5 = time.perf_counter()
+        rerank(vectors[q:q + 1], candidates, fetch, k)
+        t6 = time.perf_counter()
+        for key, value in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+            steps[key].append(value)
+    print("  where a search's time goes (median ms, warm): "
+          + ", ".join(f"{key} {np.median(v) * 1e3:.2f}" for key, v in steps.items()), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -308,6 +456,11 @@ def main() -> None:
                              "only checks the streamed truth)")
     parser.add_argument("--max-rss-gib", type=float, default=6.0, help="memory budget for exhaustive search")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--through-gallery", action="store_true",
+                        help="also time Gallery.search on a real gallery (SQLite + compact index) of each size, "
+                             "built once under --cache: re-ranking from SQLite (before) and from the vector file "
+                             "(after), cold and warm, with the time of each step")
+    parser.add_argument("--skip-index", action="store_true", help="with --through-gallery: only the Gallery rows")
     for field, default in asdict(DEFAULT_SPEC).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=default,
                             help=f"CompactSpec.{field} (default {default})")
@@ -320,9 +473,12 @@ def main() -> None:
     print_header(args)
     for size in args.sizes:
         prepared = Prepared(size, args, walks)
-        print_row(run_exhaustive(prepared, int(args.max_rss_gib * GIB), args.exhaustive_queries))
-        if args.index == "compact":
-            print_row(run_compact(prepared, spec))
+        if not args.skip_index:
+            print_row(run_exhaustive(prepared, int(args.max_rss_gib * GIB), args.exhaustive_queries))
+            if args.index == "compact":
+                print_row(run_compact(prepared, spec))
+        if args.through_gallery:
+            run_through_gallery(prepared, args, walks)
     print(f"peak RSS of this process: {rss_bytes('VmHWM') / GIB:.2f} GiB; load average at end {load_average()}")
 
 
