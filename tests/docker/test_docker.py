@@ -260,6 +260,27 @@ def test_gpu_requirements_leave_out_cpu_builds():
     assert renamed.returncode == 1 and "faiss-cpu-renamed" in renamed.stderr
 
 
+def test_the_extras_build_argument_reaches_the_requirements():
+    """docker/compose.milvus.yml builds with EXTRAS=milvus: both images must install pymilvus then, and
+    a misspelt extra must fail the build rather than leave its packages out."""
+    def requirements(*extras: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "docker" / "runtime_requirements.py"), "--pyproject",
+                               str(REPO / "pyproject.toml"), "--extras", *extras],
+                              check=False, capture_output=True, text=True, timeout=60)
+
+    def names(result: subprocess.CompletedProcess) -> set[str]:
+        return {re.match(r"[A-Za-z0-9._-]+", line).group(0).lower() for line in result.stdout.split()}
+
+    assert "pymilvus" not in names(requirements(""))  # the default: EXTRAS empty
+    with_milvus = requirements("milvus")
+    assert with_milvus.returncode == 0 and "pymilvus" in names(with_milvus) and "fastapi" in names(with_milvus)
+    misspelt = requirements("milvu")
+    assert misspelt.returncode == 1 and "milvu" in misspelt.stderr
+    for dockerfile in DOCKERFILES.values():
+        text = dockerfile.read_text()
+        assert 'ARG EXTRAS=""' in text and '--extras "$EXTRAS"' in text, dockerfile
+
+
 def _dockerignore_patterns() -> list[str]:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
