@@ -66,7 +66,7 @@ from service.pipeline.config import DecodeLimits, PipelineConfig, PipelineSettin
 from service.pipeline.decode import decode_video, even_sample
 from service.pipeline.errors import PipelineError
 from service.pipeline.pipeline import ClipPipeline, effective_fps, subset_track, touches_border
-from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter, BgSubConfig
+from service.pipeline.segment_bgsub import BackgroundSubtractionSegmenter, BgSubConfig, _spread
 from service.pipeline.track import track_people
 from service.pipeline.types import AlignedSequence, FrameDetections
 
@@ -191,17 +191,16 @@ def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarr
     packed = np.ascontiguousarray(clip.frames[:, rows_, cols_][:, None])
     packed_background = np.ascontiguousarray(
         default._background_at(clip.frames.shape[2], clip.frames.shape[1])[:, rows_, cols_][:, None])
-    own = np.round(np.linspace(0, len(clip.frames) - 1, min(len(clip.frames), default.config.warmup_frames)))
-    own = own.astype(np.int64)
+    warm = np.ascontiguousarray(packed[_spread(len(clip.frames), default.config.warmup_frames)])
     share = len(rows_) / (clip.frames.shape[1] * clip.frames.shape[2])
     # As many pixel-frames as the masks hold: that many pixels of the packed row, classified every frame.
     mask_pixel_frames = sum(int(m.pixels.sum()) for frame in default_detections for m in frame.masks)
     per_frame = max(1, -(-mask_pixel_frames // len(clip.frames)))
-    classifier = default._warmed_up_subtractor(packed_background[:, :, :per_frame], packed[own][:, :, :per_frame])
+    classifier = default._warmed_up_subtractor(packed_background[:, :, :per_frame], warm[:, :, :per_frame])
     to_classify = np.ascontiguousarray(packed[:, :, :per_frame])
 
     def warm_up_persons_pixels() -> int:
-        default._warmed_up_subtractor(packed_background, packed[own])
+        default._warmed_up_subtractor(packed_background, warm)
         return len(clip.frames)
 
     def classify_mask_pixels() -> int:
