@@ -296,7 +296,7 @@ def compare(path: Path, config: PipelineConfig) -> tuple[ClipAgreement, list[Ali
         try:
             setattr(result, name, agreement(today, legacy_process(path, config, background, **change)[0]))
         except PipelineError:  # today's path finds nobody after the change: it agrees on nothing
-            setattr(result, name, Agreement(0.0, 0, sum(len(s.frame_indices) for s in today), 0))
+            setattr(result, name, agreement(today, []))
     try:
         now = new_pipeline(config, background).process(path).sequences
         result.now = agreement(today, now)
