@@ -150,7 +150,7 @@ class Gallery:
             for namespace in self.store.namespaces():
                 self._indexes.get(namespace)
         except BaseException:  # e.g. the Milvus server is unreachable: release what was opened
-            index_store.close()
+            self._indexes.close()  # the vector files of the namespaces already loaded, then the index store
             self.store.close()
             raise
 

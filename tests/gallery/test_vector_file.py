@@ -12,6 +12,7 @@ import pytest
 from gallery import Gallery, compact_index
 from gallery.compact_index import CompactIndex, CompactSpec
 from gallery.index import IndexFileError
+from gallery.namespace_indexes import NamespaceIndexes
 from gallery.vector_file import HEADER_BYTES, VectorFile, read_header
 from tests.gallery.synthetic import labelled, sequence
 
@@ -154,3 +155,29 @@ def test_a_namespace_whose_subjects_are_all_deleted_keeps_an_empty_vector_file(t
         assert g.check() == []
     with Gallery(tmp_path / "g", index_kind="compact") as g:
         assert rows_of(g).ntotal == 0 and g.check() == []
+
+
+def test_a_failed_start_closes_the_vector_files_already_opened(tmp_path: Path, rng: np.random.Generator,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with Gallery(tmp_path / "g", index_kind="compact") as g:
+        for namespace in ("a", "b"):
+            g.enroll("s", [sequence(rng, rng.standard_normal((256, 16)).astype(np.float32), frames=1)],
+                     model_id="m", namespace=namespace)
+    opened: list[VectorFile] = []
+    real_open = VectorFile.open.__func__  # type: ignore[attr-defined]
+
+    def spy(cls, path):
+        opened.append(real_open(cls, path))
+        return opened[-1]
+
+    def fail_b(self, row, ids):
+        if row.name == "b":
+            raise RuntimeError("the second namespace fails to load")
+        return real_stored(self, row, ids)
+
+    real_stored = NamespaceIndexes._stored_index
+    monkeypatch.setattr(VectorFile, "open", classmethod(spy))
+    monkeypatch.setattr(NamespaceIndexes, "_stored_index", fail_b)
+    with pytest.raises(RuntimeError, match="second namespace"):
+        Gallery(tmp_path / "g", index_kind="compact")
+    assert [v.path.name for v in opened] == ["a.vectors"] and opened[0]._fd == -1
