@@ -76,7 +76,6 @@ cv2.setNumThreads(1)
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 OUT = REPO / "bench" / "out"
 CASIA_BACKGROUND = VIDEOS / "casia-b" / "001-bkgrd-090.avi"
-BOUND_SHARE: dict[str, float] = {}  # clip -> share of the frame the persons' pixels cover (for the bound)
 # The current path's background subtraction; `--bgsub KEY=VALUE` tries variants (e.g. warmup_frames=16).
 CURRENT_BGSUB = BgSubConfig()
 NAMED_CLIPS = {"casia": VIDEOS / "casia-b" / "002-nm-01-090.avi", "720p": VIDEOS / "phone" / "demo1.mp4"}
@@ -103,6 +102,7 @@ class Row:
     cpu_seconds: list[float] = field(default_factory=list)  # CPU time of this process per run
     frames: int = 0
     skipped: str | None = None
+    share: float | None = None  # the bound's warm-up row: share of the frame the persons' pixels cover
 
     @property
     def median(self) -> float:
@@ -220,11 +220,11 @@ def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarr
         Row(name, "  now: segment (bgsub)", segment),
         Row(name, "  now: track", track),
         Row(name, "  now: align (track frames)", align),
-        Row(name, f"  bound: warm-up on the persons' pixels only ({share:.0%} of the frame)", warm_up_persons_pixels),
+        Row(name, f"  bound: warm-up on the persons' pixels only ({share:.0%} of the frame)", warm_up_persons_pixels,
+            share=share),
         Row(name, f"  bound: classifying the persons' mask pixels ({mask_pixel_frames / 1e6:.2f} M pixel-frames)",
             classify_mask_pixels),
     ]
-    BOUND_SHARE[name] = share
     if yolo_model is not None:
         rows += yolo_rows(name, path, config, yolo_model)
     return rows
@@ -353,7 +353,7 @@ def summary(rows: list[Row]) -> list[str]:
             over_decode = getattr(now, median) / getattr(decode_now, median) if decode_now else float("nan")
             lines.append(f"{clip} ({clock} time): now / today = {ratio:.2f}x frames/s; the whole path now takes "
                          f"{over_floor:.2f}x the decode-only time ({over_decode:.2f}x decoding to working-size RGB)")
-            bound = bound_seconds(clip, by_name, median)
+            bound = bound_seconds(by_name, median, floor, decode_now)
             if bound is not None:
                 lines.append(f"{clip} ({clock} time): least a path with today's silhouettes can take (decoding, the "
                              f"background model on the persons' pixels only, track and align as now): "
@@ -362,22 +362,22 @@ def summary(rows: list[Row]) -> list[str]:
     return lines
 
 
-def bound_seconds(clip: str, by_name: dict[str, Row], median: str) -> tuple[float, float] | None:
-    """Lower bounds (seconds) for today's silhouettes: decoding, the persons'-pixels warm-up and the
-    classification of their mask pixels, tracking and alignment as they now run; and the same plus
-    converting only the persons' share of each frame (that share of what decoding to working-size
-    RGB costs over decoding alone). Nothing for clean-up (morphology, blobs)."""
-    def seconds(prefix: str) -> float | None:
-        row = next((r for n, r in by_name.items() if n.startswith(prefix)), None)
-        return None if row is None else getattr(row, median)
+def bound_seconds(by_name: dict[str, Row], median: str, floor: Row, decode_now: Row | None) -> tuple[float, float] | None:
+    """Lower bounds (seconds) for today's silhouettes: decoding (`floor`), the persons'-pixels warm-up
+    and the classification of their mask pixels, tracking and alignment as they now run; and the same
+    plus converting only the persons' share of each frame (that share of what decoding to working-size
+    RGB, `decode_now`, costs over decoding alone). Nothing for clean-up (morphology, blobs)."""
+    def row(prefix: str) -> Row | None:
+        return next((r for n, r in by_name.items() if n.startswith(prefix)), None)
 
-    parts = [seconds(p) for p in ("decode only", "decode to RGB, now", "  bound: warm-up", "  bound: classifying",
-                                  "  now: track", "  now: align")]
-    if any(p is None for p in parts) or clip not in BOUND_SHARE:
+    warm_up, classify, track, align = (row(p) for p in ("  bound: warm-up", "  bound: classifying", "  now: track",
+                                                        "  now: align"))
+    if decode_now is None or warm_up is None or warm_up.share is None or any(r is None for r in (classify, track, align)):
         return None
-    floor, decode_rgb, warm_up, classify, track, align = parts
-    least = floor + warm_up + classify + track + align
-    return least, least + BOUND_SHARE[clip] * max(0.0, decode_rgb - floor)
+    decode_s, decode_rgb_s, warm_up_s, classify_s, track_s, align_s = (
+        getattr(r, median) for r in (floor, decode_now, warm_up, classify, track, align))
+    least = decode_s + warm_up_s + classify_s + track_s + align_s
+    return least, least + warm_up.share * max(0.0, decode_rgb_s - decode_s)
 
 
 def format_agreement(results: list[ClipAgreement]) -> str:
