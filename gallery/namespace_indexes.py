@@ -101,7 +101,7 @@ class NamespaceIndexes:
             compact = self.kind == "compact" and self.index_store.backend == "faiss"
             rows = None
             if index is None:
-                index = self.index_store.create(state.name, row.embedding_shape[0] * row.embedding_shape[1])
+                index = self.index_store.create(state.name, _dim(row))
                 chunks = self._vector_chunks(conn, row)
                 if compact:  # the vector file is written from the same pass over the embeddings
                     chunks = self._tee(chunks, index)
@@ -149,34 +149,38 @@ class NamespaceIndexes:
             index.add(chunk_ids, vectors)
             yield chunk_ids, vectors
 
-    def _vector_header(self, row: NamespaceRow | NamespaceState) -> dict:
-        name = row.name
-        return {"db_instance": self.store.instance_id, "namespace": name, "generation": row.generation,
+    def _header(self, row: NamespaceRow | NamespaceState) -> dict:
+        """What a stored index or vector file vouches for: the database state it reflects."""
+        return {"db_instance": self.store.instance_id, "namespace": row.name, "generation": row.generation,
                 "generation_token": row.generation_token, "model_id": row.model_id, "similarity": self.similarity}
 
+    @staticmethod
+    def _stale(header: dict, expected: dict) -> str | None:
+        """Why a stored header does not vouch for `expected` ("stale: k a != b, ..."); None when it does."""
+        differing = [k for k, v in expected.items() if header.get(k) != v]
+        if not differing:
+            return None
+        return "stale: " + ", ".join(f"{k} {header.get(k)!r} != {expected[k]!r}" for k in differing)
+
     def _write_vector_file(self, row: NamespaceRow, count: int, chunks, reason: str | None) -> VectorFile:
-        assert row.embedding_shape is not None
-        rows = VectorFile.write(self.vector_path(row.name), self._vector_header(row),
-                                row.embedding_shape[0] * row.embedding_shape[1], count, chunks)
+        rows = VectorFile.write(self.vector_path(row.name), self._header(row), _dim(row), count, chunks)
         rows.loaded_from, rows.rebuild_reason = "rebuilt", reason
         log.info("rebuilt vector file of namespace %s (%d vectors): %s", row.name, count, reason)
         return rows
 
     def _stored_vector_file(self, row: NamespaceRow, ids: np.ndarray) -> tuple[VectorFile | None, str | None]:
         """The namespace's vector file if it reflects exactly this database state; else (None, why)."""
-        assert row.embedding_shape is not None
         path = self.vector_path(row.name)
-        expected = dict(self._vector_header(row), dim=row.embedding_shape[0] * row.embedding_shape[1],
-                        ntotal=len(ids))
+        expected = dict(self._header(row), dim=_dim(row), ntotal=len(ids))
         if not path.exists():
             return None, "missing"
         try:
             header = read_vector_header(path)
         except IndexFileError as exc:
             return None, f"corrupt: {exc}"
-        differing = [k for k, v in expected.items() if header.get(k) != v]
-        if differing:
-            return None, "stale: " + ", ".join(f"{k} {header.get(k)!r} != {expected[k]!r}" for k in differing)
+        stale = self._stale(header, expected)
+        if stale is not None:
+            return None, stale
         try:
             rows = VectorFile.open(path)
         except (IndexFileError, OSError, ValueError) as exc:
@@ -216,15 +220,12 @@ class NamespaceIndexes:
             return
         if self.store.generation(state.name) != state.generation:
             return  # another process moved the database on: this index would be stale on arrival
-        generation = state.generation
+        header = self._header(state)  # both copy it, adding their own keys
         rows = getattr(state.index, "rows", None)
         if isinstance(rows, VectorFile):  # rows fsynced, then the header vouches for this generation
-            rows.save_header(self._vector_header(state))
-        self.index_store.save(state.name, state.index, {
-            "db_instance": self.store.instance_id, "namespace": state.name, "generation": generation,
-            "generation_token": state.generation_token, "model_id": state.model_id, "similarity": self.similarity,
-        })
-        state.saved_generation = generation
+            rows.save_header(header)
+        self.index_store.save(state.name, state.index, header)
+        state.saved_generation = header["generation"]
 
     def forget_file(self, state: NamespaceState) -> None:
         """The stored index no longer vouches for the database: delete the namespace's index file
@@ -256,21 +257,23 @@ class NamespaceIndexes:
 
     def _stored_index(self, row: NamespaceRow, ids: np.ndarray) -> tuple[SearchIndex | None, str | None]:
         """The namespace's stored index if it reflects exactly this database state; else (None, why)."""
-        assert row.embedding_shape is not None
-        expected = {"db_instance": self.store.instance_id, "namespace": row.name, "generation": row.generation,
-                    "generation_token": row.generation_token, "model_id": row.model_id,
-                    "similarity": self.similarity, "kind": self.kind,
-                    "dim": row.embedding_shape[0] * row.embedding_shape[1], "ntotal": len(ids)}
+        expected = dict(self._header(row), kind=self.kind, dim=_dim(row), ntotal=len(ids))
         try:
             header = self.index_store.read_header(row.name)
             if header is None:
                 return None, "missing"
-            differing = [k for k, v in expected.items() if header.get(k) != v]
-            if differing:
-                return None, "stale: " + ", ".join(f"{k} {header.get(k)!r} != {expected[k]!r}" for k in differing)
+            stale = self._stale(header, expected)
+            if stale is not None:
+                return None, stale
             index = self.index_store.open(row.name)
         except IndexFileError as exc:
             return None, f"corrupt: {exc}"
         if not np.array_equal(np.sort(index.ids()), ids):
             return None, "stale: ids differ from the database"
         return index, None
+
+
+def _dim(row: NamespaceRow) -> int:
+    """The dimension of the namespace's search vectors: C x P of its embeddings."""
+    assert row.embedding_shape is not None
+    return row.embedding_shape[0] * row.embedding_shape[1]
