@@ -32,6 +32,7 @@ from service.rescore.archive import (
     DEFAULT_PATH_PATTERNS,
     VIDEO_EXTENSIONS,
     FileStat,
+    PathInfo,
     PathParser,
     list_archive,
 )
@@ -39,7 +40,14 @@ from service.rescore.errors import OptionError
 from service.rescore.extract import FileJob, FileOutcome
 from service.rescore.local import Sink
 from service.rescore.results import GalleryScorer, build_records, results_format, write_results
-from service.rescore.sources import CameraMap, SourceFacts, probe_container, recording_start
+from service.rescore.sources import (
+    CameraMap,
+    ContainerFacts,
+    SourceFacts,
+    camera_for,
+    probe_container,
+    recording_start,
+)
 from service.rescore.store import RescoreState, default_state_path
 
 log = logging.getLogger("gaitid.rescore")
@@ -106,6 +114,7 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
     parser = PathParser(options.path_patterns)
     archive_folder = Path(archive) if Path(archive).is_dir() else Path(archive).parent
     cameras = CameraMap.parse(options.cameras, base=archive_folder)
+    infos = {path: parser.parse(path) for path in paths}
     model_id = runner.model_id
     GalleryScorer(gallery, namespace=options.namespace, top_k=options.top_k,
                   threshold=options.threshold).check_model(model_id)
@@ -116,7 +125,7 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
         state.note_results(options.out, fmt)  # erasing a subject redacts it (service.rescore.redact)
         known = state.cached_hashes(paths)
         done = set() if options.force else state.done_hashes(model_id)
-        overrides = camera_overrides(paths, parser, cameras, options.camera_overrides or {})
+        overrides = camera_overrides(paths, infos, cameras, options.camera_overrides or {})
         jobs = [FileJob(p, known.get(p), overrides.get(p)) for p in paths
                 if options.force or known.get(p) not in done]
         summary.skipped = len(paths) - len(jobs)
@@ -145,7 +154,7 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
             bar.close()
             summary.pending = len(jobs) - len(finished)
             summary.seconds = time.perf_counter() - started
-            sources = record_sources(paths, state, parser, cameras)
+            sources = record_sources(paths, state, infos, cameras)
             _write(paths, state, model_id, options, sources, run_failures, fmt, summary, gallery)
 
         try:
@@ -162,26 +171,27 @@ def run_rescore(archive: str | Path, options: RescoreOptions, runner: Runner, ga
     return summary
 
 
-def camera_overrides(paths: list[str], parser: PathParser, cameras: CameraMap,
+def camera_overrides(paths: list[str], infos: Mapping[str, PathInfo], cameras: CameraMap,
                      by_camera: Mapping[str, ClipOverrides]) -> dict[str, ClipOverrides]:
     """path -> the processing settings of its camera (by the rule of service.rescore.sources), for
-    the videos whose camera has some."""
+    the videos whose camera has some. `infos`: what each path says (PathParser.parse)."""
     if not by_camera:
         return {}
     found = {}
     for path in paths:
-        camera = cameras.camera_of(path) or parser.parse(path).camera
+        camera = camera_for(cameras, path, infos[path])
         if camera in by_camera:
             found[path] = by_camera[camera]
     return found
 
 
-def record_sources(paths: list[str], state: RescoreState, parser: PathParser,
+def record_sources(paths: list[str], state: RescoreState, infos: Mapping[str, PathInfo],
                    cameras: CameraMap) -> dict[str, SourceFacts]:
     """Camera and start time of every listed video (service.rescore.sources), kept in the state for
-    sightings. Container headers are read once per content, and only when the path has no time."""
+    sightings; `infos`: what each path says (PathParser.parse). Container headers are read once per
+    content, and only when the path has no time; the file is stat'ed only when its container has no
+    creation time either (its mtime is then the only clue)."""
     hashes = state.path_hashes(paths)
-    infos = {path: parser.parse(path) for path in paths}
     untimed = {hashes[p]: p for p in paths if infos[p].recorded_at is None and p in hashes}
     containers = state.container_facts(untimed)
     probed = {sha: probe_container(path) for sha, path in untimed.items() if sha not in containers}
@@ -191,14 +201,21 @@ def record_sources(paths: list[str], state: RescoreState, parser: PathParser,
     sources = {}
     for path in paths:
         sha, info = hashes.get(path), infos[path]
-        try:
-            mtime_ns: int | None = FileStat.of(Path(path)).mtime_ns
-        except OSError:
-            mtime_ns = None
-        start, time_source = recording_start(info, containers.get(sha) if sha else None, mtime_ns)
-        sources[path] = SourceFacts(path, sha, cameras.camera_of(path) or info.camera, start, time_source)
+        container = containers.get(sha) if sha else None
+        start, time_source = recording_start(info, container, _mtime_ns(path, info, container))
+        sources[path] = SourceFacts(path, sha, camera_for(cameras, path, info), start, time_source)
     state.replace_sources(sources.values())
     return sources
+
+
+def _mtime_ns(path: str, info: PathInfo, container: ContainerFacts | None) -> int | None:
+    """The file's mtime when `recording_start` needs it (no time in the path nor the container)."""
+    if info.recorded_at is not None or (container is not None and container.creation_time is not None):
+        return None
+    try:
+        return FileStat.of(Path(path)).mtime_ns
+    except OSError:
+        return None
 
 
 def _write(paths: list[str], state: RescoreState, model_id: str, options: RescoreOptions,

@@ -106,6 +106,11 @@ class CameraMap:
         return bool(self.folders)
 
 
+def camera_for(cameras: CameraMap, path: str | Path, info: PathInfo) -> str | None:
+    """The camera of the video at `path` (parsed into `info`), by the module's rule."""
+    return cameras.camera_of(path) or info.camera
+
+
 def _absolute(path: Path) -> PurePath:
     # Not resolve(): an archive of symlinks keeps its own folder names.
     return PurePath(Path(path).absolute().as_posix())
