@@ -185,8 +185,12 @@ def rows_for(name: str, path: Path, config: PipelineConfig, background: np.ndarr
     # frame. So any path giving today's silhouettes must at least warm up a model on those pixels and
     # classify each mask pixel once: MOG2 on them alone, packed into one row (it models each pixel from
     # its own history, so packing changes no work; tested), is a lower bound for that part.
-    default = BackgroundSubtractionSegmenter(BgSubConfig(), background=background)  # whatever --bgsub says
-    default_detections = default.segment(clip.frames, clip.size)
+    # The default BgSubConfig regardless of --bgsub: without a variant, the current segmenter's own run.
+    if segmenter.config == BgSubConfig():
+        default, default_detections = segmenter, detections
+    else:
+        default = BackgroundSubtractionSegmenter(BgSubConfig(), background=background)
+        default_detections = default.segment(clip.frames, clip.size)
     rows_, cols_ = persons_pixels(default_detections, clip.frames.shape[1:3])
     packed = np.ascontiguousarray(clip.frames[:, rows_, cols_][:, None])
     packed_background = np.ascontiguousarray(
