@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query
 
 from gallery.subject_ids import MAX_LOOKUP_CHARS
 from service.deps import AdminDep, AuditDep, GalleryDep, SettingsDep
-from service.routers.subjects import erase
+from service.routers.subjects import ERASE_ERRORS, erase
 from service.schemas import (
     DeleteResponse,
     SubjectDetail,
@@ -33,8 +33,6 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 AnySubjectId = Annotated[str, Query(min_length=1, max_length=MAX_LOOKUP_CHARS,
                                     description="the stored id, exactly (URL-encode it)")]
 _NOT_FOUND = error_responses({404: "no such subject in your gallery", 422: "invalid subject id"})
-_ERASE_ERRORS = error_responses({404: "no such subject in your gallery", 422: "invalid subject id",
-                                 503: "the re-scoring results could not be redacted: nothing was erased, retry"})
 
 
 @router.get("/subject-id-problems", response_model=SubjectIdProblems)
@@ -51,7 +49,7 @@ async def get_any_subject(subject_id: AnySubjectId, caller: AdminDep, gallery: G
     return subject_detail(record)
 
 
-@router.delete("/subject", response_model=DeleteResponse, responses=_ERASE_ERRORS)
+@router.delete("/subject", response_model=DeleteResponse, responses=ERASE_ERRORS)
 async def delete_any_subject(subject_id: AnySubjectId, caller: AdminDep, audit_context: AuditDep,
                              gallery: GalleryDep, settings: SettingsDep) -> DeleteResponse:
     """Erase one subject, whatever its id (sequences, embeddings, index vectors, its name in the

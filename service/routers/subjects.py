@@ -36,8 +36,8 @@ router = APIRouter(prefix="/subjects", tags=["subjects"])
 
 MAX_PAGE = 1000
 _NOT_FOUND = error_responses({404: "no such subject in your gallery", 422: "invalid subject id"})
-_ERASE_ERRORS = error_responses({404: "no such subject in your gallery", 422: "invalid subject id",
-                                 503: "the re-scoring results could not be redacted: nothing was erased, retry"})
+ERASE_ERRORS = error_responses({404: "no such subject in your gallery", 422: "invalid subject id",
+                                503: "the re-scoring results could not be redacted: nothing was erased, retry"})
 SubjectIdPath = Annotated[str, Path(min_length=1, max_length=MAX_LOOKUP_CHARS)]
 
 
@@ -64,7 +64,7 @@ async def get_subject(subject_id: SubjectIdPath, caller: ReaderDep, gallery: Gal
     return subject_detail(record)
 
 
-@router.delete("/{subject_id}", response_model=DeleteResponse, responses=_ERASE_ERRORS)
+@router.delete("/{subject_id}", response_model=DeleteResponse, responses=ERASE_ERRORS)
 async def delete_subject(subject_id: SubjectIdPath, caller: AdminDep, audit_context: AuditDep,
                          gallery: GalleryDep, settings: SettingsDep) -> DeleteResponse:
     """Erase the subject: its sequences (aligned silhouettes and depth), their embeddings and index
