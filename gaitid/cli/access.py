@@ -147,8 +147,7 @@ def subjects_delete(
         stored_id = store.get_subject(subject_id, namespace=gallery).subject_id
         redaction = None if rescore_state is None else redact_subject(rescore_state, stored_id, namespace=gallery)
         erased = store.delete_subject(subject_id, namespace=gallery, audit_context=_cli_actor(),
-                                      audit_details=None if redaction is None
-                                      else {"rescore_redacted": redaction.details()})
+                                      audit_details=None if redaction is None else redaction.audit_details())
     typer.echo(f"erased {subject_id!r}: {erased} sequences"
                + ("" if redaction is None else f"; re-scoring results: {redaction.line()}"))
 

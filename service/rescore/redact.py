@@ -76,6 +76,10 @@ class RedactionSummary:
         return {"records": self.records, "decisions": self.decisions, "candidates": self.candidates,
                 "files": len(self.files), "reports": len(self.reports)}
 
+    def audit_details(self) -> dict[str, dict[str, int]]:
+        """The erasure's `audit_details` (gallery.Gallery.delete_subject): its counts under "rescore_redacted"."""
+        return {"rescore_redacted": self.details()}
+
     def line(self) -> str:
         return (f"{self.records} of {self.scanned} records redacted ({self.decisions} matches now unknown, "
                 f"{self.candidates} candidates dropped) in {len(self.files)} results files; "

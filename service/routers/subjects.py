@@ -88,6 +88,6 @@ async def erase(gallery: Gallery, subject_id: str, namespace: str, audit_context
                            f"was not erased; ask again ({getattr(exc, 'message', None) or exc})") from exc
     deleted = await anyio.to_thread.run_sync(partial(
         gallery.delete_subject, stored.subject_id, namespace=namespace, audit_context=audit_context,
-        audit_details=None if redaction is None else {"rescore_redacted": redaction.details()}))
+        audit_details=None if redaction is None else redaction.audit_details()))
     return DeleteResponse(subject_id=stored.subject_id, deleted_sequences=deleted,
                           redacted_rescore_results=None if redaction is None else redaction.records)
