@@ -35,8 +35,6 @@ from service.rescore.errors import OptionError
 
 log = logging.getLogger("gaitid.rescore")
 
-TIME_SOURCES = ("path", "container", "mtime")
-
 
 @dataclass(frozen=True)
 class ContainerFacts:
@@ -101,9 +99,6 @@ class CameraMap:
             if folder in self.folders:
                 return self.folders[folder]
         return None
-
-    def __bool__(self) -> bool:
-        return bool(self.folders)
 
 
 def camera_for(cameras: CameraMap, path: str | Path, info: PathInfo) -> str | None:

@@ -357,20 +357,6 @@ class RescoreState:
                 return
             after = (rows[-1][0], int(rows[-1][1]))
 
-    def embeddings(self, keys: Sequence[tuple[str, int]], model_id: str) -> np.ndarray:
-        """(N, C, P) embeddings of the (sha256, track id) keys, in their order."""
-        found: dict[tuple[str, int], np.ndarray] = {}
-        for sha in dict.fromkeys(k[0] for k in keys):
-            with self._lock:
-                rows = self._conn.execute("SELECT track_id, embedding FROM tracks WHERE sha256 = ? AND model_id = ?",
-                                          (sha, model_id)).fetchall()
-            found.update(((sha, int(t)), _array(e)) for t, e in rows)
-        missing = [k for k in keys if k not in found]
-        if missing:
-            raise StateError(f"{len(missing)} tracks are not in {self.path} (first: {missing[0]}); "
-                             "the state changed while it was read")
-        return np.stack([found[k] for k in keys])
-
     def embeddings_by_rowid(self, rowids: Sequence[int], model_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(the rowids found, ascending; their (n, C, P) embeddings): tracks deleted meanwhile drop out."""
         found: list[tuple[int, np.ndarray]] = []

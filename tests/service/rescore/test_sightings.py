@@ -209,7 +209,6 @@ def test_tracks_are_read_in_pages(state):
     assert [(sha, t.track_id) for sha, t in state.iter_tracks(MODEL, chunk=2)] == everything
     listed = [t for _, t in state.iter_tracks(MODEL, embeddings=False)]
     assert all(t.embedding.size == 0 and len(t.frame_indices) == 30 for t in listed)
-    assert state.embeddings([("a2", 0), ("a1", 1)], MODEL).shape == (2, C, P)
 
 
 # -- the compact index over a larger archive ------------------------------------------------------
