@@ -182,7 +182,7 @@ class NamespaceIndexes:
         if stale is not None:
             return None, stale
         try:
-            rows = VectorFile.open(path)
+            rows = VectorFile(path, header)  # the header just read and checked: not read (and hashed) again
         except (IndexFileError, OSError, ValueError) as exc:
             return None, f"corrupt: {exc}"
         if not np.array_equal(rows.ids(), ids):

@@ -164,11 +164,11 @@ def test_a_failed_start_closes_the_vector_files_already_opened(tmp_path: Path, r
             g.enroll("s", [sequence(rng, rng.standard_normal((256, 16)).astype(np.float32), frames=1)],
                      model_id="m", namespace=namespace)
     opened: list[VectorFile] = []
-    real_open = VectorFile.open.__func__  # type: ignore[attr-defined]
+    real_init = VectorFile.__init__
 
-    def spy(cls, path):
-        opened.append(real_open(cls, path))
-        return opened[-1]
+    def spy(self, path, header):
+        real_init(self, path, header)
+        opened.append(self)
 
     def fail_b(self, row, ids):
         if row.name == "b":
@@ -176,7 +176,7 @@ def test_a_failed_start_closes_the_vector_files_already_opened(tmp_path: Path, r
         return real_stored(self, row, ids)
 
     real_stored = NamespaceIndexes._stored_index
-    monkeypatch.setattr(VectorFile, "open", classmethod(spy))
+    monkeypatch.setattr(VectorFile, "__init__", spy)
     monkeypatch.setattr(NamespaceIndexes, "_stored_index", fail_b)
     with pytest.raises(RuntimeError, match="second namespace"):
         Gallery(tmp_path / "g", index_kind="compact")
