@@ -66,6 +66,17 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def drop_file_cache(*paths: Path) -> None:
+    """Drop these files' pages from the page cache (posix_fadvise DONTNEED), so the next reads hit the disk."""
+    for path in paths:
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def top_subjects(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[list[int], float]:
     """Sequence hits (best first) -> the first k distinct identities and the best score, as the
     gallery ranks subjects (gallery.namespace_state)."""
@@ -194,11 +205,7 @@ class Prepared:
 
     def drop_page_cache(self) -> None:
         if self.path is not None:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+            drop_file_cache(self.path)
 
     def truth(self, q: int) -> tuple[list[int], float]:
         return top_subjects(self.truth_scores[q], self.truth_ids[q], TOP_SUBJECTS)
@@ -349,16 +356,6 @@ def gallery_root(prepared: Prepared, args: argparse.Namespace, walks: RealWalks)
     print(f"  {prepared.size:,}: gallery written in {written:.0f} s, opened (index {info.loaded_from}) in "
           f"{time.perf_counter() - started - written:.0f} s", flush=True)
     return root
-
-
-def drop_file_cache(*paths: Path) -> None:
-    for path in paths:
-        if path.exists():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
 
 
 def run_through_gallery(prepared: Prepared, args: argparse.Namespace, walks: RealWalks) -> None:
