@@ -329,9 +329,8 @@ def gallery_root(prepared: Prepared, args: argparse.Namespace, walks: RealWalks)
     with store.write() as conn:
         store.ensure_namespace(conn, "default")
         store.set_active_model(conn, "default", MODEL_ID, (channels, parts))
-    for start in range(0, prepared.size, CHUNK):
-        stop = min(prepared.size, start + CHUNK)
-        vectors = prepared.chimeras.sequences(start, stop)
+    for ids, vectors in prepared.chunks():
+        start, stop = int(ids[0]), int(ids[-1]) + 1
         raw = vectors.reshape(len(vectors), parts, channels).transpose(0, 2, 1)  # (n, C, P) as a model makes
         with store.write() as conn:
             conn.executemany("INSERT OR IGNORE INTO subjects(namespace, subject_id, display_name, created_at, "
