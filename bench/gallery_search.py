@@ -128,9 +128,9 @@ class Prepared:
         strangers = identities + rng.choice(identities, args.queries - len(enrolled), replace=False)
         self.queries = self.chimeras.fresh_walks(np.concatenate([enrolled, strangers]))
         # Named by what they are made of: a cache with more subjects (or another model) is another gallery.
-        tag = f"{size}-{len(walks.subjects)}subjects-{walks.model_id}-seed{args.seed}"
-        self.path = args.cache / f"gallery-{tag}.npy" if args.memmap else None
-        truth_path = args.cache / f"truth-{tag}-q{args.queries}.npz"
+        self.tag = f"{size}-{len(walks.subjects)}subjects-{walks.model_id}-seed{args.seed}"
+        self.path = args.cache / f"gallery-{self.tag}.npy" if args.memmap else None
+        truth_path = args.cache / f"truth-{self.tag}-q{args.queries}.npz"
         k_truth = TOP_SUBJECTS * PER_IDENTITY  # enough sequences for the exact top-10 subjects
         ready = truth_path.exists() and (self.path is None or self.path.exists())
         if ready:
@@ -312,8 +312,7 @@ def gallery_root(prepared: Prepared, args: argparse.Namespace, walks: RealWalks)
     from gallery import Gallery
     from gallery.store import Store, encode_array
 
-    tag = f"{prepared.size}-{len(walks.subjects)}subjects-{walks.model_id}-seed{args.seed}"
-    root = args.cache / f"gallery-root-{tag}"
+    root = args.cache / f"gallery-root-{prepared.tag}"
     done = root / "complete"
     if done.exists():
         return root
