@@ -112,7 +112,6 @@ class Row:
     p95_ms: float = 0.0
     top10_identical: float = float("nan")
     decision_equal: float = float("nan")
-    known_decisions: float = float("nan")
 
 
 class Prepared:
@@ -213,15 +212,13 @@ class Prepared:
 
 def agreement(prepared: Prepared, row: Row, answers: list[tuple[list[int], float]]) -> None:
     """Answers of the first len(answers) queries against the exhaustive truth."""
-    same_top, same_decision, known = [], [], []
+    same_top, same_decision = [], []
     for q, (subjects, best) in enumerate(answers):
         truth_subjects, truth_best = prepared.truth(q)
         same_top.append(subjects == truth_subjects)
         decide = (lambda s, b: s[0] if b >= THRESHOLD else None)
         same_decision.append(decide(subjects, best) == decide(truth_subjects, truth_best))
-        known.append(truth_best >= THRESHOLD)
     row.top10_identical, row.decision_equal = float(np.mean(same_top)), float(np.mean(same_decision))
-    row.known_decisions = float(np.mean(known))
 
 
 def time_queries(prepared: Prepared, search, count: int | None = None) -> tuple[list, list[float]]:
