@@ -49,6 +49,8 @@ from gallery.index import VectorIndex
 GIB = 1024**3
 CHUNK = 20_000  # sequences generated, written and scored at a time
 TOP_SUBJECTS = 10
+# Sequences asked of an index for the top-10 subjects (as Gallery.search does); also the truth kept.
+K_SEQUENCES = TOP_SUBJECTS * PER_IDENTITY
 THRESHOLD = 0.7788  # the shipped model's calibrated open-set threshold (models/README.md)
 
 
@@ -130,7 +132,6 @@ class Prepared:
         self.tag = f"{size}-{len(walks.subjects)}subjects-{walks.model_id}-seed{args.seed}"
         self.path = args.cache / f"gallery-{self.tag}.npy" if args.memmap else None
         truth_path = args.cache / f"truth-{self.tag}-q{args.queries}.npz"
-        k_truth = TOP_SUBJECTS * PER_IDENTITY  # enough sequences for the exact top-10 subjects
         ready = truth_path.exists() and (self.path is None or self.path.exists())
         if ready:
             with np.load(truth_path) as z:
@@ -140,16 +141,16 @@ class Prepared:
         out = None
         if self.path is not None:
             out = np.lib.format.open_memmap(self.path.with_suffix(".tmp.npy"), "w+", np.float32, (size, self.dim))
-        scores = np.full((len(self.queries), k_truth), -np.inf, np.float32)
-        ids = np.full((len(self.queries), k_truth), -1, np.int64)
+        scores = np.full((len(self.queries), K_SEQUENCES), -np.inf, np.float32)
+        ids = np.full((len(self.queries), K_SEQUENCES), -1, np.int64)
         for start in range(0, size, CHUNK):
             stop = min(size, start + CHUNK)
             vectors = self.chimeras.sequences(start, stop)
             if out is not None:
                 out[start:stop] = vectors
             chunk_scores = self.queries @ vectors.T
-            top = np.argpartition(-chunk_scores, min(k_truth, stop - start) - 1, axis=1)[:, :k_truth]
-            scores, ids = merge_topk(scores, ids, np.take_along_axis(chunk_scores, top, 1), start + top, k_truth)
+            top = np.argpartition(-chunk_scores, min(K_SEQUENCES, stop - start) - 1, axis=1)[:, :K_SEQUENCES]
+            scores, ids = merge_topk(scores, ids, np.take_along_axis(chunk_scores, top, 1), start + top, K_SEQUENCES)
         if out is not None:
             out.flush()
             del out
@@ -243,8 +244,7 @@ def run_compact(prepared: Prepared, spec: CompactSpec) -> Row:
     row.build_s = time.perf_counter() - started
     row.rss_growth_gib = (rss_bytes() - rss_before) / GIB
     row.bytes_per_sequence = index.memory_bytes() / index.ntotal
-    k_sequences = TOP_SUBJECTS * PER_IDENTITY  # what Gallery.search asks for top-10 subjects
-    answers, times = time_queries(prepared, lambda q: index.search(q, k_sequences))
+    answers, times = time_queries(prepared, lambda q: index.search(q, K_SEQUENCES))
     fill(row, times)
     agreement(prepared, row, answers)
     return row
@@ -264,7 +264,7 @@ def run_exhaustive(prepared: Prepared, budget: int, queries: int) -> Row:
     row.build_s = time.perf_counter() - started
     row.rss_growth_gib = (rss_bytes() - rss_before) / GIB
     row.bytes_per_sequence = index.memory_bytes() / index.ntotal
-    answers, times = time_queries(prepared, lambda q: index.search(q, TOP_SUBJECTS * PER_IDENTITY), queries)
+    answers, times = time_queries(prepared, lambda q: index.search(q, K_SEQUENCES), queries)
     fill(row, times)
     agreement(prepared, row, answers)
     return row
