@@ -113,13 +113,10 @@ class NamespaceIndexes:
                 rows, why = self._stored_vector_file(row, ids)
                 if rows is None:
                     rows = self._write_vector_file(row, len(ids), self._vector_chunks(conn, row), why)
-        if isinstance(index, CompactIndex):  # re-ranks its shortlist with the stored search vectors
-            index.full_vectors = self.database_full_vectors(row.model_id)
-            if rows is not None:
-                index.attach_rows(rows)
-        old = state.index
-        if isinstance(old, CompactIndex) and old is not index:
-            old.attach_rows(None)
+        if rows is not None:  # a compact index re-ranks its shortlist with the vector file's rows
+            index.attach_rows(rows)
+        if isinstance(state.index, CompactIndex):  # the index replaced (always a new object) closes its rows
+            state.index.attach_rows(None)
         state.index = index
         state.model_id, state.shape = row.model_id, row.embedding_shape
         state.generation, state.generation_token = row.generation, row.generation_token
@@ -199,8 +196,9 @@ class NamespaceIndexes:
 
     def database_full_vectors(self, model_id: str) -> FullVectors:
         """A compact index's fetch: the search vectors of sequence ids, read from the database (what
-        re-ranking used before the vector file; kept for a compact index without one, and for the
-        benchmark's before/after)."""
+        re-ranking used before the vector file). The gallery's compact indexes always re-rank with
+        their vector file; this is kept to compare with it (bench/gallery_search.py's before/after,
+        tests/gallery/test_vector_file.py)."""
         def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with self.store.read() as conn:
                 found, embeddings = self.store.embeddings_by_id(conn, model_id, ids)
