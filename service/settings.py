@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings
@@ -24,6 +24,9 @@ from gaitid.contract import EmbeddingModelMetadata
 from gallery.backends import Backend
 from gallery.types import IndexKind
 from service.pipeline.config import DEFAULT_DATA_DIR, ENV_CONFIG, PipelineSettings
+
+if TYPE_CHECKING:
+    from gallery import Gallery
 
 # For a model that was never calibrated and no GAITID_UNKNOWN_THRESHOLD: a guess, reported as such.
 UNCALIBRATED_THRESHOLD = 0.5
@@ -62,6 +65,13 @@ class GallerySettings(BaseSettings):
         """Where and how the gallery keeps its search vectors: the same for the service and every
         command, so that neither finds the other's index stale and rebuilds it."""
         return {"backend": self.index_backend, "index_kind": self.index_kind, "milvus_uri": self.milvus_uri}
+
+    def open_gallery(self, gallery_dir: Path | None = None, **options: Any) -> Gallery:
+        """Open the gallery at `gallery_dir` (None: `gallery_dir` of these settings) with `index_options`;
+        `options` are Gallery's other keyword arguments (threshold, similarity...)."""
+        from gallery import Gallery
+
+        return Gallery(gallery_dir or self.gallery_dir, **self.index_options, **options)
 
     def decision_threshold(self, model: Callable[[], EmbeddingModelMetadata | None]) -> tuple[float, str]:
         """The open-set threshold in force and where it comes from: this setting, else the model's

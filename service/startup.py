@@ -115,7 +115,7 @@ def open_gallery(state: ServiceState, embedder: SequenceEmbedder | None) -> None
     threshold, origin = settings.decision_threshold(lambda: None if embedder is None else embedder.metadata)
     state.checks.append(ReadinessCheck("threshold", True, f"open-set threshold {threshold:g} ({origin})"))
     try:
-        gallery = Gallery(settings.gallery_dir, threshold=threshold, **settings.index_options, **similarity)
+        gallery = settings.open_gallery(threshold=threshold, **similarity)
     except Exception as error:
         log.exception("opening the gallery failed")
         state.checks.append(ReadinessCheck(

@@ -28,11 +28,9 @@ GalleryDir = Annotated[Path | None, typer.Option(help="default: $GAITID_DATA_DIR
 
 
 def _open_gallery(gallery_dir: Path | None):
-    from gallery import Gallery
     from service.settings import get_settings
 
-    settings = get_settings().gallery
-    return Gallery(gallery_dir or settings.gallery_dir, **settings.index_options)
+    return get_settings().gallery.open_gallery(gallery_dir)
 
 
 def _cli_actor():

@@ -69,15 +69,14 @@ def reembed(
     import getpass
 
     from gaitid.progress import progress_bar
-    from gallery import AuditContext, Gallery
+    from gallery import AuditContext
     from service.pipeline.embed import OnnxEmbedder
     from service.settings import get_settings
 
     settings = get_settings()
     with reported_errors(exit_code=2):
         embedder = OnnxEmbedder(model, providers=settings.pipeline.providers, threads=settings.pipeline.threads)
-        with Gallery(gallery_dir or settings.gallery.gallery_dir, similarity=embedder.metadata.similarity,
-                     **settings.gallery.index_options) as gallery:
+        with settings.gallery.open_gallery(gallery_dir, similarity=embedder.metadata.similarity) as gallery:
             bar = progress_bar(desc="re-embedding", unit="seq")
 
             def progress(done: int, total: int) -> None:

@@ -124,7 +124,6 @@ class RescoreCommand(BaseModel):
 
 def run(command: RescoreCommand) -> None:
     """Run a parsed `gaitid rescore`."""
-    from gallery import Gallery
     from service.rescore import ArchiveError, run_rescore
     from service.settings import get_settings
 
@@ -136,8 +135,7 @@ def run(command: RescoreCommand) -> None:
             if not command.archive.exists():  # before loading any model
                 raise ArchiveError(f"the archive {command.archive} does not exist (give a folder, a list file or a video)")
             runner = command.runner(pipeline)
-            with Gallery(command.gallery_dir or settings.gallery.gallery_dir, threshold=options.threshold,
-                         **settings.gallery.index_options) as gallery:
+            with settings.gallery.open_gallery(command.gallery_dir, threshold=options.threshold) as gallery:
                 summary = run_rescore(command.archive, options, runner, gallery)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished videos are saved in {command.state_path()}; "

@@ -32,7 +32,6 @@ def sightings(
     `time_source`); naive path times are compared as UTC.
     """
     from gaitid.contract import read_metadata
-    from gallery import Gallery
     from service.rescore.sightings import (
         ArchiveTracks,
         SightingFilter,
@@ -56,8 +55,7 @@ def sightings(
                 lambda: read_metadata(model) if model.is_file() else None)
             typer.echo(f"threshold {threshold:.4f} ({source})", err=True)
         state_file = find_state(state)
-        with Gallery(gallery_dir or settings.gallery.gallery_dir, threshold=threshold,
-                     **settings.gallery.index_options) as gallery, \
+        with settings.gallery.open_gallery(gallery_dir, threshold=threshold) as gallery, \
                 RescoreState(state_file) as archive_state:
             walks = subject_walks(gallery, subject, namespace=namespace)
             archive = ArchiveTracks.load(archive_state, walks.model_id)
