@@ -11,6 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from service.pipeline.decode import even_sample
 from service.pipeline.types import AlignedSequence, Clip, Track
 
 TILES = 8  # crops per strip, spread evenly over the track
@@ -22,11 +23,6 @@ MEDIA_TYPE = "image/webp"  # what `encode` makes
 SUFFIX = "webp"
 
 
-def spread(count: int, wanted: int) -> np.ndarray:
-    """Up to `wanted` indices spread evenly over range(count), first and last included."""
-    return np.unique(np.round(np.linspace(0, count - 1, min(wanted, count))).astype(np.int64))
-
-
 def track_strip(clip: Clip, track: Track, tiles: int = TILES, tile_height: int = TILE_HEIGHT) -> np.ndarray:
     """(tile_height, W, 3) uint8 RGB: `tiles` crops of the person over the track, silhouette outlined."""
     if not len(track.positions):
@@ -35,7 +31,7 @@ def track_strip(clip: Clip, track: Track, tiles: int = TILES, tile_height: int =
     pixel_width, pixel_height = clip.pixel_size
     scale_x, scale_y = pixel_width / width, pixel_height / height  # frame coordinates -> pixels of `frames`
     crops = []
-    for i in spread(len(track.positions), tiles):
+    for i in even_sample(len(track.positions), tiles):
         x0, y0, x1, y1 = (float(v) for v in track.boxes[i])
         pad = PAD * (y1 - y0)
         x0, y0 = max(0, int(x0 - pad)), max(0, int(y0 - pad))
@@ -75,7 +71,7 @@ def _mask_in_box(track: Track, index: int, box: tuple[int, int, int, int]) -> np
 def silhouette_strip(sequence: AlignedSequence, tiles: int = TILES) -> np.ndarray:
     """(64, W, 3) uint8: aligned silhouettes spread over the track, side by side (when no frames are
     at hand to crop from, e.g. a pipeline that keeps none)."""
-    picks = spread(len(sequence.silhouettes), tiles)
+    picks = even_sample(len(sequence.silhouettes), tiles)
     grey = np.hstack(list(sequence.silhouettes[picks]))
     return np.repeat(grey[:, :, None], 3, axis=2)
 
