@@ -306,12 +306,8 @@ class _Kernels:
         """(top, bottom, left, right) of the foreground pixels widened by `reach`, inside the frame;
         empty (bottom == top) without foreground. Top and left are even: OpenCV labels components in
         2x2 blocks, so on an even offset they come out numbered as on the whole frame."""
-        x, y, w, h = cv2.boundingRect(foreground)
-        if w == 0 or h == 0:
-            return 0, 0, 0, 0
-        reach, (height, width) = self.reach, foreground.shape
-        top, left = max(0, y - reach) & ~1, max(0, x - reach) & ~1
-        return top, min(height, y + h + reach), left, min(width, x + w + reach)
+        top, bottom, left, right = _around(foreground, self.reach)
+        return top & ~1, bottom, left & ~1, right
 
 
 def _tiles(height: int, width: int, side: int) -> list[tuple[int, int, int, int]]:
