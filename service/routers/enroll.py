@@ -154,8 +154,7 @@ async def enroll(
         metadata=subject_metadata, namespace=caller.gallery, if_exists=if_exists, audit_context=audit_context,
     ))
     subject = await anyio.to_thread.run_sync(partial(gallery.get_subject, subject_id, namespace=caller.gallery))
-    stages = {} if "cache" in extra else result.timings  # a kept clip ran no stage for this request
-    timings = {**stages, **extra, "gallery": time.perf_counter() - write_started,
+    timings = {**extra, "gallery": time.perf_counter() - write_started,
                "request": time.perf_counter() - started}
     return EnrollResponse(
         subject_id=subject.subject_id, display_name=subject.display_name, created=enrolled.created,

@@ -86,8 +86,7 @@ async def identify(
         gallery.search, queries, model_id=str(result.model_id), namespace=namespace, top_k=k,
         threshold=decision_threshold,
     ))
-    stages = {} if "cache" in extra else result.timings  # a kept clip ran no stage for this request
-    timings = {**stages, **extra, "search": time.perf_counter() - search_started,
+    timings = {**extra, "search": time.perf_counter() - search_started,
                "request": time.perf_counter() - started}
     tracks = [track_identification(s, a, processed) for s, a in zip(result.sequences, answers)]
     for track in tracks:
