@@ -33,7 +33,7 @@ from gallery import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
-from service.cameras import BackgroundNotFoundError, CameraError, CameraNotFoundError
+from service.cameras import CameraError
 from service.clip_cache import ClipExpiredError
 from service.pipeline.errors import (
     ClipTooLongError,
@@ -79,9 +79,7 @@ STATUS: dict[type[Exception], int] = {
     ApiKeyNotFoundError: 404,
     ApiKeyNotRemovableError: 409,
     ClipExpiredError: 404,
-    CameraError: 404,
-    CameraNotFoundError: 404,
-    BackgroundNotFoundError: 404,
+    CameraError: 404,  # and its subclasses CameraNotFoundError, BackgroundNotFoundError
 }
 
 # Codes of the HTTP errors Starlette and FastAPI raise themselves.
@@ -124,13 +122,10 @@ def add_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(PipelineError)
-    async def pipeline_error(_: Request, exc: PipelineError) -> JSONResponse:
-        return error_response(status_of(exc), exc.code, exc.message, _jsonable(exc.details))
-
     @app.exception_handler(ClipExpiredError)
     @app.exception_handler(CameraError)
-    async def service_lookup_error(_: Request, exc: ClipExpiredError | CameraError) -> JSONResponse:
-        return error_response(status_of(exc), exc.code, exc.message, exc.details)
+    async def pipeline_error(_: Request, exc: PipelineError | ClipExpiredError | CameraError) -> JSONResponse:
+        return error_response(status_of(exc), exc.code, exc.message, _jsonable(exc.details))
 
     @app.exception_handler(GalleryError)
     async def gallery_error(_: Request, exc: GalleryError) -> JSONResponse:
