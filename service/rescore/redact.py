@@ -46,7 +46,7 @@ from service.rescore.results import (
     iter_results,
     results_fields,
 )
-from service.rescore.store import STATE_SUFFIX, RescoreState
+from service.rescore.store import STATE_SUFFIX, ReportSource, RescoreState
 
 log = logging.getLogger("gaitid.rescore")
 
@@ -117,9 +117,7 @@ def redact_subject(state: str | Path, subject_id: str, *, namespace: str = "defa
             if _redact_file(path, fmt, subject_id, namespace, summary, progress):
                 summary.files.append(path)
         rewritten = set(summary.files)
-        for state_file in states:
-            with RescoreState(state_file) as store:
-                reports = store.reports()
+        for state_file, reports in states.items():
             for source in reports:
                 if not (source.report.is_file() and source.results.is_file()):
                     continue
@@ -133,17 +131,20 @@ def redact_subject(state: str | Path, subject_id: str, *, namespace: str = "defa
     return summary
 
 
-def _sources(path: Path) -> tuple[list[Path], dict[Path, ResultsFormat]]:
-    """The state files at `path` and the results files made from them (resolved paths -> format)."""
+def _sources(path: Path) -> tuple[dict[Path, list[ReportSource]], dict[Path, ResultsFormat]]:
+    """The state files at `path` with the reports built with each, and the results files made from
+    them (resolved paths -> format)."""
     if path.is_dir():
-        states, folder = sorted(path.glob("*" + STATE_SUFFIX)), path
+        state_files, folder = sorted(path.glob("*" + STATE_SUFFIX)), path
     elif path.is_file():
-        states, folder = [path], path.parent
+        state_files, folder = [path], path.parent
     else:
-        return [], {}
+        return {}, {}
+    states: dict[Path, list[ReportSource]] = {}
     results: dict[Path, ResultsFormat] = {}
-    for state_file in states:
+    for state_file in state_files:
         with RescoreState(state_file) as store:
+            states[state_file] = store.reports()
             for file, fmt in store.results_files().items():
                 if file.is_file() and fmt in ("jsonl", "csv", "parquet"):
                     results.setdefault(file.resolve(), fmt)  # type: ignore[arg-type]
