@@ -55,7 +55,7 @@ class DepthModel(Protocol):
 class ClipProcessor(Protocol):
     """What users of a `ClipPipeline` rely on (the routes, re-scoring), so tests can put a fake in its
     place: a video (path, bytes or binary file) -> ClipResult, or a typed PipelineError. `overrides`
-    (a camera's or a request's rotation, background clip, region of interest) is passed only when set."""
+    (a camera's or a request's rotation, background clip, region of interest) is None when none is set."""
 
     def process(self, source: VideoSource, overrides: ClipOverrides | None = None) -> ClipResult: ...
 

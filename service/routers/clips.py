@@ -5,7 +5,6 @@ were processed a moment ago -- and GET of a kept clip's track thumbnails (role r
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Annotated
 
 import anyio
@@ -88,11 +87,10 @@ async def process_upload(
         waited = time.perf_counter() - hashed
         video.file.seek(0)
         # The spooled upload (memory up to 1 MB, then a temporary file) goes to the decoder as a
-        # file object: no second copy of the video. Overrides go only where there are some (test
-        # doubles of the pipeline take just the video).
-        run = partial(pipeline.process, video.file) if overrides.is_default else partial(
-            pipeline.process, video.file, overrides)
-        result = await anyio.to_thread.run_sync(run)
+        # file object: no second copy of the video. Overrides go only where there are some (None: the
+        # server's settings).
+        result = await anyio.to_thread.run_sync(
+            pipeline.process, video.file, None if overrides.is_default else overrides)
         processed = await anyio.to_thread.run_sync(processed_clip, clip_id, result, video.filename or "")
     metrics.observe_stages(result.timings)
     metrics.tracks_per_clip.observe(len(result.sequences))

@@ -77,7 +77,7 @@ class FakePipeline:
         self.max_in_flight = 0
         self._lock = threading.Lock()
 
-    def process(self, source) -> ClipResult:
+    def process(self, source, overrides=None) -> ClipResult:
         with self._lock:
             self.calls += 1
             self.in_flight += 1

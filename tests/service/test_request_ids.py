@@ -12,7 +12,7 @@ class ExplodingPipeline:
     model_id = None
     calls = 0
 
-    def process(self, source):
+    def process(self, source, overrides=None):
         self.calls += 1
         raise RuntimeError("a bug deep in the pipeline")
 
