@@ -222,30 +222,23 @@ class ClipPipeline:
             sils, aligned_depth, kept = align(track.masks, depth, min_pixels=self.config.min_mask_pixels)
         if len(kept) < min_frames:
             return None
+        # The frames that were aligned (`kept`: ascending positions into the track's frames).
+        aligned = Track(track.track_id, track.positions[kept], track.frame_indices[kept], track.boxes[kept],
+                        track.masks[kept])
         preview = None
         if self.config.previews:
             with _timed(timings, "preview", own):
-                preview = track_strip(clip, subset_track(track, _as_mask(kept, len(track.positions))))
+                preview = track_strip(clip, aligned)
         return AlignedSequence(
             track_id=track.track_id,
             silhouettes=sils,
             depth=None if aligned_depth is None else quantise_depth(aligned_depth),
-            frame_indices=track.frame_indices[kept],
-            boxes=track.boxes[kept],
+            frame_indices=aligned.frame_indices,
+            boxes=aligned.boxes,
             timings=own,
             frames_cut_at_border=cut,
             preview=preview,
         )
-
-
-def _as_mask(kept: np.ndarray, count: int) -> np.ndarray:
-    """Positions (or a bool mask) of kept frames -> a bool mask over `count` frames."""
-    kept = np.asarray(kept)
-    if kept.dtype == bool:
-        return kept
-    mask = np.zeros(count, bool)
-    mask[kept] = True
-    return mask
 
 
 def inside_region(detections: FrameDetections, roi: Roi, size: tuple[int, int]) -> FrameDetections:
