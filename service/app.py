@@ -20,7 +20,13 @@ from service.cameras import CameraRegistry, cameras_dir
 from service.clip_cache import ClipCache
 from service.errors import add_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.middleware import BodyLimitMiddleware, RequestIdMiddleware, UploadAuthMiddleware, max_body_bytes
+from service.middleware import (
+    MB,
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    UploadAuthMiddleware,
+    max_body_bytes,
+)
 from service.openapi import install_openapi
 from service.routers import (
     admin,
@@ -46,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ServiceMetrics()
     state = ServiceState(settings=settings, metrics=metrics, keyring=KeyRing.from_settings(settings.http),
                          clip_limiter=anyio.CapacityLimiter(settings.http.max_concurrent_clips),
-                         clip_cache=ClipCache(int(settings.http.clip_cache_mb * 2**20), settings.http.clip_cache_ttl_s),
+                         clip_cache=ClipCache(int(settings.http.clip_cache_mb * MB), settings.http.clip_cache_ttl_s),
                          cameras=CameraRegistry(cameras_dir(settings.pipeline.data_dir)))
     metrics.watch_clip_cache(lambda: state.clip_cache.stats())  # the cache in the state when scraped
 
