@@ -179,18 +179,17 @@ def _check_gallery(gallery: Gallery, namespace: str, subject_id: str, if_exists:
 def choose_track(processed: ProcessedClip, track_id: int | None) -> AlignedSequence:
     """The track to enroll: the only one, or the one the caller chose."""
     sequences = processed.result.sequences
+    if track_id is None and len(sequences) <= 1:
+        return sequences[0]
+    if track_id is not None and (sequence := processed.sequence(track_id)) is not None:
+        return sequence
+    tracks = [track_summary(s, processed).model_dump() for s in sequences]
     if track_id is not None:
-        if (sequence := processed.sequence(track_id)) is not None:
-            return sequence
-        tracks = [track_summary(s, processed).model_dump() for s in sequences]
         raise ApiError(422, "track_not_found",
                        f"The clip has no usable person track {track_id}; choose one of "
                        f"{[t['track_id'] for t in tracks]}.", {"tracks": tracks, "clip_id": processed.clip_id})
-    if len(sequences) > 1:
-        tracks = [track_summary(s, processed).model_dump() for s in sequences]
-        raise ApiError(409, "multiple_tracks",
-                       f"The clip shows {len(tracks)} people. Send clip_id and track_id (no video) to enroll one of "
-                       "them without processing the clip again (details.tracks lists each track's frames, median "
-                       "box, thumbnail and quality).",
-                       {"tracks": tracks, "clip_id": processed.clip_id})
-    return sequences[0]
+    raise ApiError(409, "multiple_tracks",
+                   f"The clip shows {len(tracks)} people. Send clip_id and track_id (no video) to enroll one of "
+                   "them without processing the clip again (details.tracks lists each track's frames, median "
+                   "box, thumbnail and quality).",
+                   {"tracks": tracks, "clip_id": processed.clip_id})
