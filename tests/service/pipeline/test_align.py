@@ -386,7 +386,7 @@ def test_working_resolution_depth_stays_registered_and_silhouettes_do_not_depend
     np.testing.assert_array_equal(kept, alone_kept)
     np.testing.assert_allclose(aligned_depth[sils > 0], 0.6, atol=1e-5)
     assert not aligned_depth[sils == 0].any()
-    full, full_depth, full_kept = align_to_64x64(masks, depth)
+    full, full_depth, _ = align_to_64x64(masks, depth)
     np.testing.assert_array_equal(sils, full[:, :, 10:54])
     np.testing.assert_array_equal(aligned_depth, full_depth[:, :, 10:54])
 
