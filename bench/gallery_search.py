@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -234,32 +235,14 @@ def time_queries(prepared: Prepared, search, count: int | None = None) -> tuple[
     return answers, times
 
 
-def run_compact(prepared: Prepared, spec: CompactSpec) -> Row:
-    row = Row(prepared.size, f"compact {spec_label(spec)}")
+def _measure(prepared: Prepared, row: Row, new_index: Callable[[], CompactIndex | VectorIndex],
+             queries: int | None = None) -> Row:
+    """Build an index from `new_index()` and every chunk of the gallery (build time, RSS growth, bytes
+    per sequence), then time `queries` single queries (all: None) and compare them with the truth."""
     rss_before = rss_bytes()
     started = time.perf_counter()
-    index = CompactIndex(prepared.dim, spec, full_vectors=prepared.fetch())
-    for ids, vectors in prepared.chunks():  # trains itself on the first train_size vectors
-        index.add(ids, vectors)
-    row.build_s = time.perf_counter() - started
-    row.rss_growth_gib = (rss_bytes() - rss_before) / GIB
-    row.bytes_per_sequence = index.memory_bytes() / index.ntotal
-    answers, times = time_queries(prepared, lambda q: index.search(q, K_SEQUENCES))
-    fill(row, times)
-    agreement(prepared, row, answers)
-    return row
-
-
-def run_exhaustive(prepared: Prepared, budget: int, queries: int) -> Row:
-    row = Row(prepared.size, "exhaustive (flat float32)")
-    need = prepared.size * (4 * prepared.dim + 8) * 1.35  # faiss grows its vector by doubling
-    if need > budget:
-        row.status = f"does not fit: needs {need / GIB:.1f} GiB, budget {budget / GIB:.1f} GiB"
-        return row
-    rss_before = rss_bytes()
-    started = time.perf_counter()
-    index = VectorIndex(prepared.dim, "flat", device="cpu")
-    for ids, vectors in prepared.chunks():
+    index = new_index()
+    for ids, vectors in prepared.chunks():  # the compact index trains itself on the first train_size vectors
         index.add(ids, vectors)
     row.build_s = time.perf_counter() - started
     row.rss_growth_gib = (rss_bytes() - rss_before) / GIB
@@ -268,6 +251,20 @@ def run_exhaustive(prepared: Prepared, budget: int, queries: int) -> Row:
     fill(row, times)
     agreement(prepared, row, answers)
     return row
+
+
+def run_compact(prepared: Prepared, spec: CompactSpec) -> Row:
+    return _measure(prepared, Row(prepared.size, f"compact {spec_label(spec)}"),
+                    lambda: CompactIndex(prepared.dim, spec, full_vectors=prepared.fetch()))
+
+
+def run_exhaustive(prepared: Prepared, budget: int, queries: int) -> Row:
+    row = Row(prepared.size, "exhaustive (flat float32)")
+    need = prepared.size * (4 * prepared.dim + 8) * 1.35  # faiss grows its vector by doubling
+    if need > budget:
+        row.status = f"does not fit: needs {need / GIB:.1f} GiB, budget {budget / GIB:.1f} GiB"
+        return row
+    return _measure(prepared, row, lambda: VectorIndex(prepared.dim, "flat", device="cpu"), queries)
 
 
 def fill(row: Row, times: list[float]) -> None:
