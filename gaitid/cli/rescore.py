@@ -95,11 +95,10 @@ class RescoreCommand(BaseModel):
     def camera_overrides(self, settings: Settings) -> dict[str, ClipOverrides]:
         """The processing settings of each camera configured for the namespace's gallery in the
         service's data dir (PUT /cameras/{id}): rotation, background clip, region of interest."""
-        from service.cameras import CameraRegistry, camera_overrides, cameras_dir
+        from service.cameras import CameraRegistry, cameras_dir
 
-        data_dir = settings.gallery.data_dir
-        return {c.camera_id: camera_overrides(data_dir, c.camera_id, gallery=self.namespace)
-                for c in CameraRegistry(cameras_dir(data_dir)).list(self.namespace)}
+        registry = CameraRegistry(cameras_dir(settings.gallery.data_dir))
+        return {c.camera_id: registry.overrides(self.namespace, c.camera_id) for c in registry.list(self.namespace)}
 
     def camera_entries(self) -> tuple[str, ...]:
         """The mapping file's FOLDER=CAMERA_ID lines, then the options' (a later entry for a folder wins)."""
