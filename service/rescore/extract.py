@@ -28,6 +28,7 @@ import numpy as np
 
 from gaitid.contract import SequenceEmbedder, file_sha256, model_id
 from service.pipeline.config import PipelineSettings, require_model
+from service.pipeline.decode import even_sample
 from service.pipeline.errors import PipelineError
 from service.pipeline.pipeline import ClipProcessor, ClipResult, build_pipeline
 from service.pipeline.thumbnails import strip_of
@@ -204,7 +205,7 @@ def track_strip_png(sequence: AlignedSequence, frames: int = STRIP_FRAMES) -> by
     With depth, a second row shows the aligned depth of the same frames (brighter = nearer).
     """
     count = len(sequence.silhouettes)
-    picks = np.unique(np.round(np.linspace(0, count - 1, min(frames, count))).astype(np.int64))
+    picks = even_sample(count, frames)
     rows = [np.hstack(list(sequence.silhouettes[picks]))]
     if sequence.depth is not None:  # uint8 already (gaitid.contract.quantise_depth)
         rows.append(np.hstack(list(sequence.depth[picks])))
