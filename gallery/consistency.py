@@ -98,7 +98,7 @@ def _namespace(store: Store, indexes: NamespaceIndexes, namespace: str) -> list[
 def _vector_file(store: Store, indexes: NamespaceIndexes, state, active: np.ndarray) -> list[str]:
     """A compact index's vector file against the store (caller holds the namespace's read lock)."""
     index = state.index
-    if not isinstance(index, CompactIndex) or indexes.index_store.backend != "faiss":
+    if not isinstance(index, CompactIndex):  # FAISS only: open_index_store refuses compact for Milvus
         return []
     rows = index.rows
     if not isinstance(rows, VectorFile):

@@ -28,6 +28,7 @@ import numpy as np
 
 from gaitid.contract import Similarity, search_vectors
 from gallery.backends import IndexStore, SearchIndex
+from gallery.backends.faiss_files import FaissFiles
 from gallery.compact_index import CompactIndex, FullVectors
 from gallery.index import IndexFileError
 from gallery.namespace_state import NOT_LOADED, NamespaceState
@@ -35,8 +36,6 @@ from gallery.store import NamespaceRow, Store
 from gallery.types import IndexInfo, IndexKind
 from gallery.vector_file import VectorFile
 from gallery.vector_file import read_header as read_vector_header
-
-VECTOR_SUFFIX = ".vectors"
 
 log = logging.getLogger("gaitid.gallery")
 
@@ -98,7 +97,7 @@ class NamespaceIndexes:
             ids, subjects = self.store.active_sequence_map(conn, state.name, row.model_id)
             names = self.store.display_names(conn, state.name)
             index, reason = self._stored_index(row, ids)
-            compact = self.kind == "compact" and self.index_store.backend == "faiss"
+            compact = self.kind == "compact"  # FAISS only: open_index_store refuses compact for Milvus
             rows = None
             if index is None:
                 index = self.index_store.create(state.name, _dim(row))
@@ -133,7 +132,8 @@ class NamespaceIndexes:
     # -- a compact index's vector file (gallery.vector_file) -----------------------------------------
     def vector_path(self, namespace: str) -> Path:
         """index/<namespace>.vectors, beside the index file (FAISS backend, compact index)."""
-        return Path(self.location(namespace)).with_suffix(VECTOR_SUFFIX)
+        assert isinstance(self.index_store, FaissFiles)
+        return self.index_store.vector_path(namespace)
 
     def _vector_chunks(self, conn, row: NamespaceRow) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for chunk_ids, embeddings in self.store.iter_embeddings(conn, row.name, row.model_id):
@@ -248,9 +248,7 @@ class NamespaceIndexes:
         state.generation_token = row.generation_token if row else ""
         state.set_subjects([], [], {})
         state.loaded_from, state.rebuild_reason = "empty", None
-        self.index_store.drop(state.name)
-        if self.kind == "compact" and self.index_store.backend == "faiss":
-            self.vector_path(state.name).unlink(missing_ok=True)
+        self.index_store.drop(state.name)  # a compact index's vector file too
         state.saved_generation = NOT_LOADED
 
     def _stored_index(self, row: NamespaceRow, ids: np.ndarray) -> tuple[SearchIndex | None, str | None]:

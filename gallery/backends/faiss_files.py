@@ -2,7 +2,8 @@
 
 A file is a cache of the database (its format and checks are gallery.index's): written atomically
 when the gallery flushes or closes and after a rebuild at load, deleted when it may hold vectors
-of a deleted subject.
+of a deleted subject. A compact index's vector file, index/<namespace>.vectors (gallery.vector_file,
+kept in step by gallery.namespace_indexes), lies beside it and goes with it when the namespace is dropped.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class FaissFiles:
     def location(self, namespace: str) -> str:
         return str(self.path(namespace))
 
+    def vector_path(self, namespace: str) -> Path:
+        """A compact index's vector file, beside its index file."""
+        return self.directory / f"{namespace}.vectors"
+
     def read_header(self, namespace: str) -> dict[str, Any] | None:
         path = self.path(namespace)
         return VectorIndex.read_header(path) if path.exists() else None
@@ -57,6 +62,8 @@ class FaissFiles:
 
     def drop(self, namespace: str) -> None:
         self.forget(namespace)
+        if self.kind == "compact":
+            self.vector_path(namespace).unlink(missing_ok=True)
 
     def close(self) -> None:
         pass
