@@ -55,6 +55,12 @@ def window_starts(frames: int) -> list[int]:
     return [round(i * (frames - WINDOW_FRAMES) / (WINDOWS - 1)) for i in range(WINDOWS)]
 
 
+def subject_files(cache: Path) -> list[Path]:
+    """The per-subject embedding files embed_casiab writes under `cache` (NNN.npz), sorted: never a
+    leftover temporary file (NNN.tmp.npz) nor another cache file beside them (truth-*.npz)."""
+    return sorted(cache.glob("[0-9][0-9][0-9].npz"))
+
+
 def embed_casiab(data: Path, model: Path, cache: Path) -> None:
     """Embed every sub-window of every sequence, one cache file per subject (resumable)."""
     from gaitid.contract import ModelInput
@@ -100,7 +106,7 @@ class RealWalks:
 
     @classmethod
     def load(cls, cache: Path = DEFAULT_CACHE) -> RealWalks:
-        files = sorted(cache.glob("[0-9][0-9][0-9].npz"))
+        files = subject_files(cache)
         if not files:
             raise SystemExit(f"no cached embeddings in {cache}: run `python bench/gallery_data.py` first")
         vectors, subjects, model_ids = [], [], set()

@@ -20,8 +20,8 @@ Times depend on the machine and its load (printed): compare the two columns of o
 from __future__ import annotations
 
 import argparse
-import glob
 import os
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -31,6 +31,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `python bench/sightings.py` from anywhere: bench.* imports
+
+from bench.gallery_data import subject_files
 from gaitid.contract import read_metadata, search_vectors
 from service.rescore.archive import FileStat
 from service.rescore.extract import FileOutcome, TrackOutcome
@@ -43,7 +48,6 @@ from service.rescore.sightings import (
 from service.rescore.sources import SourceFacts
 from service.rescore.store import RescoreState
 
-REPO = Path(__file__).resolve().parents[1]
 ENROLLED_CONDITIONS = (0, 1)  # nm-01, nm-02 (bench/gallery_data.CONDITIONS order)
 TRACKS_PER_VIDEO = 100
 
@@ -51,10 +55,8 @@ TRACKS_PER_VIDEO = 100
 def load_walks(cache: Path, limit: int) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """Per subject: (its walk embeddings (n, C, P), their cells (n, 3)), and the model id."""
     embeddings, cells, model_id = [], [], ""
-    for path in sorted(glob.glob(str(cache / "*.npz")))[: limit or None]:
+    for path in subject_files(cache)[: limit or None]:
         with np.load(path) as z:
-            if "embeddings" not in z.files:
-                continue
             embeddings.append(z["embeddings"].astype(np.float32))
             cells.append(z["cells"].astype(np.int64))
             model_id = str(z["model_id"])
