@@ -55,6 +55,16 @@ def _capacity_for(rows: int) -> int:
     return -(-wanted // _ALIGN_ROWS) * _ALIGN_ROWS
 
 
+def _file_size(capacity: int, dim: int) -> int:
+    """Header page, then `capacity` int64 ids, then `capacity` rows of `dim` float32."""
+    return HEADER_BYTES + capacity * (8 + 4 * dim)
+
+
+def _vectors_offset(capacity: int) -> int:
+    """Where row 0's vector starts: after the header page and the ids."""
+    return HEADER_BYTES + 8 * capacity
+
+
 def _header_page(header: dict[str, Any]) -> bytes:
     body = json.dumps(header, sort_keys=True).encode()
     head = MAGIC + struct.pack("<I", len(body)) + body
@@ -85,7 +95,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
         raise IndexFileError(f"{path}: bad header ({exc})") from exc
     if header.get("kind") != KIND or dim <= 0 or capacity % _ALIGN_ROWS or not 0 <= rows <= capacity:
         raise IndexFileError(f"{path}: bad header {header}")
-    expected = HEADER_BYTES + capacity * (8 + 4 * dim)
+    expected = _file_size(capacity, dim)
     if size != expected:
         raise IndexFileError(f"{path}: torn: {size} bytes, the header says {expected}")
     return header
@@ -134,14 +144,14 @@ class VectorFile:
             capacity = _capacity_for(rows)
             written = 0
             with os.fdopen(fd, "r+b") as fh:
-                fh.truncate(HEADER_BYTES + capacity * (8 + 4 * dim))
+                fh.truncate(_file_size(capacity, dim))
                 for ids, vectors in chunks:
                     ids = np.ascontiguousarray(ids, np.int64)
                     vectors = np.ascontiguousarray(vectors, np.float32)
                     if vectors.shape != (len(ids), dim) or written + len(ids) > capacity:
                         raise ValueError(f"need ({len(ids)}, {dim}) vectors and at most {rows} rows in all")
                     os.pwrite(fh.fileno(), ids.tobytes(), HEADER_BYTES + 8 * written)
-                    os.pwrite(fh.fileno(), vectors.tobytes(), HEADER_BYTES + 8 * capacity + 4 * dim * written)
+                    os.pwrite(fh.fileno(), vectors.tobytes(), _vectors_offset(capacity) + 4 * dim * written)
                     written += len(ids)
                 # ids of the unused rows: -1 (a sparse hole reads as 0, a valid id)
                 os.pwrite(fh.fileno(), np.full(capacity - written, -1, np.int64).tobytes(),
@@ -178,11 +188,10 @@ class VectorFile:
         ids = np.asarray(ids, np.int64)
         if len(self._live_ids) == 0 or len(ids) == 0:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-        at = np.minimum(np.searchsorted(self._live_ids, ids), len(self._live_ids) - 1)
-        held = self._live_ids[at] == ids
-        found, rows = ids[held], self._live_rows[at[held]]
+        at = self._locate(ids)
+        found, rows = self._live_ids[at], self._live_rows[at]
         row_bytes = 4 * self.dim
-        start = HEADER_BYTES + 8 * self.capacity
+        start = _vectors_offset(self.capacity)
         for row in rows.tolist():  # announce every read first: cold rows are fetched in parallel
             offset = start + row * row_bytes
             page = offset - offset % mmap.PAGESIZE
@@ -203,7 +212,7 @@ class VectorFile:
             return
         if self.rows + len(ids) > self.capacity:
             self._grow(self.ntotal + len(ids))
-        os.pwrite(self._fd, vectors.tobytes(), HEADER_BYTES + 8 * self.capacity + 4 * self.dim * self.rows)
+        os.pwrite(self._fd, vectors.tobytes(), _vectors_offset(self.capacity) + 4 * self.dim * self.rows)
         os.pwrite(self._fd, ids.tobytes(), HEADER_BYTES + 8 * self.rows)
         rows = np.arange(self.rows, self.rows + len(ids), dtype=np.int64)
         self.rows += len(ids)
@@ -219,15 +228,14 @@ class VectorFile:
         ids = np.unique(np.asarray(ids, np.int64))
         if len(ids) == 0 or len(self._live_ids) == 0:
             return 0
-        at = np.minimum(np.searchsorted(self._live_ids, ids), len(self._live_ids) - 1)
-        at = at[self._live_ids[at] == ids]
+        at = self._locate(ids)
         if len(at) == 0:
             return 0
         row_bytes = 4 * self.dim
         zeros = bytes(row_bytes)
         for row in self._live_rows[at].tolist():
             os.pwrite(self._fd, struct.pack("<q", -1), HEADER_BYTES + 8 * row)
-            os.pwrite(self._fd, zeros, HEADER_BYTES + 8 * self.capacity + row_bytes * row)
+            os.pwrite(self._fd, zeros, _vectors_offset(self.capacity) + row_bytes * row)
         os.fsync(self._fd)
         self._live_ids = np.delete(self._live_ids, at)
         self._live_rows = np.delete(self._live_rows, at)
@@ -253,13 +261,18 @@ class VectorFile:
         self._fd = -1
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _locate(self, ids: np.ndarray) -> np.ndarray:
+        """Positions in the (non-empty) live ids of those of the sorted `ids` held."""
+        at = np.minimum(np.searchsorted(self._live_ids, ids), len(self._live_ids) - 1)
+        return at[self._live_ids[at] == ids]
+
     def _map(self) -> None:
-        size = HEADER_BYTES + self.capacity * (8 + 4 * self.dim)
+        size = _file_size(self.capacity, self.dim)
         self._mmap = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
         self._mmap.madvise(mmap.MADV_RANDOM)  # a re-rank reads scattered rows: no read-ahead around them
         self._ids = np.frombuffer(self._mmap, np.int64, self.capacity, HEADER_BYTES)
         self._vectors = np.frombuffer(self._mmap, np.float32, self.capacity * self.dim,
-                                      HEADER_BYTES + 8 * self.capacity).reshape(self.capacity, self.dim)
+                                      _vectors_offset(self.capacity)).reshape(self.capacity, self.dim)
 
     def _grow(self, rows: int) -> None:
         """Rewrite the file with room for more rows, leaving cleared rows out (atomic rename); the
@@ -280,6 +293,7 @@ class VectorFile:
 
 
 def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable. An OSError propagates (gallery.index._fsync_dir ignores one)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
