@@ -110,7 +110,7 @@ class CompactSpec:
         if self.train_size < max(self.reduced_dim, MIN_TRAIN):
             raise ValueError(f"train_size must be >= reduced_dim and >= {MIN_TRAIN}, got {self.train_size}")
 
-    def factory(self, reduced_dim: int, samples: int) -> str:
+    def factory(self, samples: int) -> str:
         """The faiss index_factory string of the codes of reduced vectors, trained on `samples`."""
         # faiss wants >= 39 training points per IVF cell; fewer cells when the sample is small.
         lists = min(self.lists, samples // 39)
@@ -214,9 +214,7 @@ class CompactIndex:
 
     def ids(self) -> np.ndarray:
         """All ids (storage order)."""
-        if not self.trained:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
-        ivf = self._ivf()
+        ivf = self._ivf()  # None while untrained too
         if ivf is None:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
         lists = ivf.invlists
@@ -264,7 +262,7 @@ class CompactIndex:
             codes.k_factor = float(self.spec.prefilter_factor)
             refs: tuple = (coarse, fine)
         else:
-            codes = faiss.index_factory(reduced, self.spec.factory(reduced, len(sample)), faiss.METRIC_INNER_PRODUCT)
+            codes = faiss.index_factory(reduced, self.spec.factory(len(sample)), faiss.METRIC_INNER_PRODUCT)
             refs = ()
         if reduced < self.dim:
             projection = uncentred_pca(sample[:PCA_SAMPLE], reduced)
