@@ -68,11 +68,12 @@ def _namespace(store: Store, indexes: NamespaceIndexes, namespace: str) -> list[
         problems.append(f"sequences without an embedding of the active model {model_id!r}: {unembedded[:5]}")
 
     state = indexes.fresh(namespace)
-    with state.lock.gen_rlock():
+    active = np.array(sorted(embedded), dtype=np.int64)
+    with state.lock.gen_rlock():  # one view of the index and its vector file
         index_ids = np.sort(state.index.ids()) if state.index is not None else np.zeros(0, np.int64)
         index_subjects = dict(state.subject_of)
         reason = state.rebuild_reason
-    active = np.array(sorted(embedded), dtype=np.int64)
+        vector_file_problems = _vector_file(store, indexes, state, active)
     if not np.array_equal(index_ids, active):
         problems.append(f"the index holds {len(index_ids)} vectors, the store {len(active)} active sequences")
     wrong = [i for i in active.tolist() if index_subjects.get(i) != stored.get(i)]
@@ -80,8 +81,7 @@ def _namespace(store: Store, indexes: NamespaceIndexes, namespace: str) -> list[
         problems.append(f"the index gives sequences {wrong[:5]} to the wrong subjects")
     if reason is not None and reason.startswith("corrupt"):
         problems.append(f"the index file was unreadable: {reason}")
-    with state.lock.gen_rlock():
-        problems += _vector_file(store, indexes, state, active)
+    problems += vector_file_problems
 
     audited_from = int(first_audited[0]) if first_audited else 0
     replayed = _replay(audit_rows)
