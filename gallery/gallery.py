@@ -265,6 +265,25 @@ class Gallery:
         embeddings = np.concatenate(chunks) if chunks else np.zeros((0, *row.embedding_shape), np.float32)
         return ids, subjects, embeddings
 
+    def subject_embeddings(self, subject_id: str, *,
+                           namespace: str = DEFAULT_NAMESPACE) -> tuple[np.ndarray, np.ndarray]:
+        """(sequence ids (K,) ascending, raw embeddings (K, C, P)) of the active model for the subject
+        stored under `subject_id` exactly (a SubjectRecord's subject_id): its rows of
+        export_embeddings, without reading the namespace's other embeddings. Its sequences without
+        an embedding of the active model are left out; an unknown subject, or a namespace without an
+        active model, has none."""
+        self._check_open()
+        namespace = check_namespace(namespace)
+        with self.store.read() as conn:
+            row = self.store.namespace(conn, namespace)
+            if row is None or row.model_id is None or row.embedding_shape is None:
+                return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32)
+            sequence_ids = np.array(self.store.sequence_ids_of(conn, namespace, subject_id), np.int64)
+            ids, embeddings = self.store.embeddings_by_id(conn, row.model_id, sequence_ids)
+        if not len(ids):
+            embeddings = np.zeros((0, *row.embedding_shape), np.float32)
+        return ids, embeddings
+
     def search(self, embeddings: np.ndarray, *, model_id: str, namespace: str = DEFAULT_NAMESPACE,
                top_k: int = 5, threshold: float | None = None) -> list[Identification]:
         """Identify each query: (C, P) or (N, C, P) embeddings made by `model_id` -> N answers.

@@ -144,3 +144,22 @@ def test_invalid_input_is_a_typed_error(gallery: Gallery, rng: np.random.Generat
     gallery.enroll("x", [SequenceInput(sils, good)], model_id="m")
     with pytest.raises(InvalidInputError):  # same model, other embedding shape
         gallery.search(np.zeros((C, 8), np.float32), model_id="m")
+
+
+def test_subject_embeddings_are_the_subjects_rows_of_the_export(gallery: Gallery, rng: np.random.Generator) -> None:
+    assert [len(a) for a in gallery.subject_embeddings("bob")] == [0, 0]  # no active model yet
+    gallery.enroll("bob", [sequence(rng, embedding(rng)) for _ in range(3)], model_id="m")
+    gallery.enroll("ann", [sequence(rng, embedding(rng)) for _ in range(2)], model_id="m")
+    bob = gallery.enroll("bob", [sequence(rng, embedding(rng))], model_id="m").sequence_ids[0]
+    with gallery.store.write() as conn:  # a sequence without an embedding of the active model drops out
+        conn.execute("DELETE FROM embeddings WHERE sequence_id = ?", (bob,))
+    ids, subjects, embeddings = gallery.export_embeddings()
+    for subject in ("bob", "ann"):
+        mine = np.array([s == subject for s in subjects])
+        got_ids, got = gallery.subject_embeddings(subject)
+        assert got_ids.dtype == np.int64 and got.dtype == np.float32
+        np.testing.assert_array_equal(got_ids, ids[mine])
+        np.testing.assert_array_equal(got, embeddings[mine])
+    assert bob not in gallery.subject_embeddings("bob")[0]
+    got_ids, got = gallery.subject_embeddings("carol")
+    assert len(got_ids) == 0 and got.shape == (0, C, P)
