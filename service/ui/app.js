@@ -426,19 +426,16 @@ async function trackPicker(failure) {
   const section = $("#view-enroll");
   const clipId = failure.details.clip_id;
   const cards = await Promise.all(failure.details.tracks.map(async (track) => {
-    const withClip = () => {
+    // The enroll form and this track, then where the clip comes from: the server's copy or the file.
+    const formWith = (name, value) => {
       const data = clipForm(form, ENROLL_FIELDS);
       data.append("track_id", track.track_id);
-      data.append("video", form.elements.video.files[0]);
+      data.append(name, value);
       return data;
     };
+    const withClip = () => formWith("video", form.elements.video.files[0]);
     const choose = async () => {
-      let data = withClip();
-      if (clipId) {
-        data = clipForm(form, ENROLL_FIELDS);
-        data.append("track_id", track.track_id);
-        data.append("clip_id", clipId);
-      }
+      const data = clipId ? formWith("clip_id", clipId) : withClip();
       const buttons = section.querySelectorAll("button.pick");
       for (const button of buttons) button.disabled = true;
       await enroll(section, data, clipId ? withClip : null);
