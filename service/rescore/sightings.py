@@ -79,14 +79,13 @@ def subject_walks(gallery: Any, subject_id: str, *, namespace: str = "default") 
     or erased: an erased subject has no walk to search with, so no sighting, only "not found")."""
     record = gallery.get_subject(subject_id, namespace=namespace)
     model_id = gallery.status(namespace).model_id
-    ids, subjects, embeddings = gallery.export_embeddings(namespace=namespace)
-    mine = np.array([s == record.subject_id for s in subjects], bool)
-    if not mine.any():  # erased since the look-up: say so, not "re-embed"
+    ids, embeddings = gallery.subject_embeddings(record.subject_id, namespace=namespace)
+    if not len(ids):  # erased since the look-up: say so, not "re-embed"
         gallery.get_subject(subject_id, namespace=namespace)
-    if model_id is None or not mine.any():
+    if model_id is None or not len(ids):
         raise GalleryMismatchError(
             f"subject {record.subject_id!r} has no embedding of the gallery's model {model_id}: re-embed the gallery")
-    return SubjectWalks(record.subject_id, record.display_name, str(model_id), ids[mine], embeddings[mine])
+    return SubjectWalks(record.subject_id, record.display_name, str(model_id), ids, embeddings)
 
 
 @dataclass(frozen=True)
