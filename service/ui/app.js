@@ -327,6 +327,11 @@ async function renderIdentification(answer) {
 const thumbUrlOf = (t) => t.thumbnail_url ?? (t.track && t.track.thumbnail_url);
 const qualityOf = (t) => t.quality ?? (t.track && t.track.quality);
 
+function trackHeader(track) {
+  return h("header", {}, h("strong", {}, `Track ${track.track_id}`),
+    h("span", { class: "muted" }, `frames ${track.first_frame}–${track.last_frame} · ${track.frames} used`));
+}
+
 async function trackCard(t, threshold) {
   const track = t.track;
   const best = t.candidates[0];
@@ -339,8 +344,7 @@ async function trackCard(t, threshold) {
       h("small", {}, [`${t.subject_id}`, `similarity ${fmt(t.similarity)} ≥ ${fmt(threshold)}`, margin]
         .filter(Boolean).join(" · ")));
   return h("article", { class: "track", "data-track-id": track.track_id },
-    h("header", {}, h("strong", {}, `Track ${track.track_id}`),
-      h("span", { class: "muted" }, `frames ${track.first_frame}–${track.last_frame} · ${track.frames} used`)),
+    trackHeader(track),
     h("div", { class: "body" },
       await thumbnail(thumbUrlOf(t), `walker of track ${track.track_id}`),
       h("div", { class: "facts" }, decision, qualityBlock(qualityOf(t)), candidatesTable(t.candidates, threshold))));
@@ -444,8 +448,7 @@ async function trackPicker(failure) {
     const box = track.median_box;
     const quality = qualityOf(track);
     return h("article", { class: "track", "data-track-id": track.track_id },
-      h("header", {}, h("strong", {}, `Track ${track.track_id}`),
-        h("span", { class: "muted" }, `frames ${track.first_frame}–${track.last_frame} · ${track.frames} used`)),
+      trackHeader(track),
       await thumbnail(thumbUrlOf(track), `walker of track ${track.track_id}`),
       box && !quality ? h("div", { class: "quality" }, h("span", {}, "height ", h("b", {}, `${Math.round(box[3] - box[1])} px`)),
         h("span", {}, "at x ", h("b", {}, `${Math.round((box[0] + box[2]) / 2)}`))) : null,
